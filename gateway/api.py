@@ -1,0 +1,284 @@
+"""HTTP edges of a node: the local REST API (bearer tokens) and the node-to-node API (mTLS).
+
+Every local route requires a token bound to one local system and the participants it
+may act for; there is no anonymous route. Errors carry the sedex status code and the
+eCH-0090 receipt so a client can act on them.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from .config import LocalSystem
+from .envelope import format_datetime
+from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
+from .node import Node
+from .receipt import parse_receipt
+from .transport import TRANSFER_PATH, peer_common_name, read_header
+
+NODE = web.AppKey("node", Node)
+SYSTEM = "drehscheibe.system"
+
+_HTTP_STATUS = {
+    StatusCode.DUPLICATE_MESSAGE_ID: 409,
+    StatusCode.NOT_ALLOWED_TO_SEND: 403,
+    StatusCode.NOT_ALLOWED_TO_RECEIVE: 403,
+    StatusCode.RECIPIENT_NOT_ALLOWED: 403,
+    StatusCode.CERTIFICATE_NOT_VALID: 403,
+    StatusCode.MESSAGE_TOO_LARGE: 413,
+}
+
+
+def _http_status(status: StatusCode) -> int:
+    if status.is_temporary_failure:
+        return 503
+    return _HTTP_STATUS.get(status, 422)
+
+
+def _iso(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(timestamp, timezone.utc))
+
+
+def _error(status: StatusCode, info: str, receipt: bytes | None = None) -> web.Response:
+    body = {"statusCode": int(status), "statusInfo": info}
+    if receipt is not None:
+        body["receipt"] = receipt.decode("utf-8")
+    return web.json_response(body, status=_http_status(status))
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler):
+    """SECURITY: deny by default; every local API call names its local system by token."""
+    node = request.app[NODE]
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.startswith("Bearer ") else ""
+    system = next((s for s in node.config.local_systems if token and s.accepts(token)), None)
+    if system is None:
+        return web.json_response({"error": "a valid bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+    request[SYSTEM] = system
+    return await handler(request)
+
+
+def _participant(request: web.Request) -> ParticipantId:
+    system: LocalSystem = request[SYSTEM]
+    try:
+        participant = ParticipantId.parse(request.match_info["participant"])
+    except InvalidIdentifier:
+        raise web.HTTPBadRequest(text="not a participant ID") from None
+    # SECURITY: a system sees only the participants it is bound to; others look absent.
+    if participant not in system.participants:
+        raise web.HTTPNotFound(text="no such participant for this system")
+    return participant
+
+
+async def submit_message(request: web.Request) -> web.StreamResponse:
+    """POST /api/v1/messages — multipart: ``envelope`` (eCH-0090 XML) then ``payload`` (streamed)."""
+    node = request.app[NODE]
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        return web.json_response({"error": "expected multipart/form-data with parts envelope and payload"}, status=400)
+    part = await reader.next()
+    if part is None or part.name != "envelope":
+        return web.json_response({"error": "the first part must be 'envelope'"}, status=400)
+    envelope_xml = await part.read(decode=False)
+    if len(envelope_xml) > node.config.limits.max_envelope_bytes:
+        return _error(StatusCode.INVALID_ENVELOPE, "envelope larger than the configured limit")
+    payload_part = await reader.next()
+    if payload_part is None or payload_part.name != "payload":
+        return _error(StatusCode.NO_PAYLOAD, StatusCode.NO_PAYLOAD.default_info)
+    payload_name = payload_part.filename or "data.xml"
+
+    async def chunks():
+        while chunk := await payload_part.read_chunk(256 * 1024):
+            yield chunk
+
+    try:
+        accepted = await node.submit(envelope_xml, chunks(), payload_name=payload_name, system=request[SYSTEM])
+    except GatewayError as error:
+        return _error(error.status, error.info, _receipt_for(node, envelope_xml, error))
+    envelope = accepted.envelope
+    return web.json_response(
+        {
+            "messageId": envelope.message_id,
+            "senderId": str(envelope.sender),
+            "recipientIds": [str(r) for r in envelope.recipients],
+            "duplicate": accepted.duplicate,
+            "status": f"/api/v1/messages/{envelope.sender}/{envelope.message_id}",
+        },
+        status=202,
+    )
+
+
+def _receipt_for(node: Node, envelope_xml: bytes, error: GatewayError) -> bytes | None:
+    from .envelope import parse_envelope
+    from .receipt import Receipt
+
+    try:
+        envelope = parse_envelope(envelope_xml, None)
+    except GatewayError:
+        return None
+    return Receipt.for_envelope(envelope, envelope.recipients[0], error.status, error.info, node.clock.now()).to_xml()
+
+
+async def message_status(request: web.Request) -> web.Response:
+    """GET /api/v1/messages/{participant}/{message_id} — state, receipts and event timeline."""
+    node = request.app[NODE]
+    sender = _participant(request)
+    message_id = _message_id(request)
+    rows = node.store.outgoing_for(str(sender), message_id)
+    events = node.store.timeline(str(sender), message_id)
+    receipts = [r for _, r in node.store.receipts_for(str(sender)) if r.message_id == message_id]
+    if not rows and not events:
+        raise web.HTTPNotFound(text="no such message")
+    return web.json_response(
+        {
+            "messageId": message_id,
+            "senderId": str(sender),
+            "recipients": [
+                {"recipientId": r.recipient, "state": r.state.value, "attempts": r.attempts, "receiptStatus": r.receipt_status}
+                for r in rows
+            ],
+            "receipts": [_receipt_json(r) for r in receipts],
+            "events": [{**e.as_dict(), "time": _iso(e.time)} for e in events],
+        }
+    )
+
+
+def _receipt_json(stored) -> dict:
+    receipt = parse_receipt(stored.receipt)
+    body = receipt.as_dict()
+    body["receipt"] = stored.receipt.decode("utf-8")
+    if stored.signature:
+        body["signature"] = stored.signature
+    return body
+
+
+def _message_id(request: web.Request) -> str:
+    try:
+        return check_message_id(request.match_info["message_id"])
+    except InvalidIdentifier:
+        raise web.HTTPBadRequest(text="not a messageId") from None
+
+
+async def list_receipts(request: web.Request) -> web.Response:
+    """GET /api/v1/participants/{participant}/receipts?after=N — receipts for messages it sent."""
+    node = request.app[NODE]
+    participant = _participant(request)
+    after = int(request.query.get("after", "0") or 0)
+    return web.json_response(
+        [{"id": i, **_receipt_json(r)} for i, r in node.store.receipts_for(str(participant), after)]
+    )
+
+
+async def list_inbox(request: web.Request) -> web.Response:
+    """GET /api/v1/participants/{participant}/inbox — delivered, not yet acknowledged messages."""
+    node = request.app[NODE]
+    participant = _participant(request)
+    entries = node.store.inbox(str(participant), include_acknowledged=request.query.get("all") == "1")
+    return web.json_response(
+        [
+            {
+                "messageId": e.message_id,
+                "senderId": e.sender,
+                "messageType": e.message_type,
+                "received": _iso(e.received),
+                "state": e.state,
+                "envelope": f"/api/v1/participants/{participant}/inbox/{e.sender}/{e.message_id}/envelope",
+                "payload": f"/api/v1/participants/{participant}/inbox/{e.sender}/{e.message_id}/payload",
+            }
+            for e in entries
+        ]
+    )
+
+
+def _inbox_entry(request: web.Request):
+    node = request.app[NODE]
+    participant = _participant(request)
+    try:
+        sender = ParticipantId.parse(request.match_info["sender"])
+    except InvalidIdentifier:
+        raise web.HTTPBadRequest(text="not a participant ID") from None
+    entry = node.store.find_inbox(str(sender), _message_id(request), str(participant))
+    if entry is None:
+        raise web.HTTPNotFound(text="no such message in this inbox")
+    return node, entry
+
+
+async def inbox_envelope(request: web.Request) -> web.Response:
+    _, entry = _inbox_entry(request)
+    return web.Response(body=entry.envelope, content_type="application/xml")
+
+
+async def inbox_payload(request: web.Request) -> web.StreamResponse:
+    """Streams the decrypted payload; the seal is verified again before the first byte."""
+    node, entry = _inbox_entry(request)
+    try:
+        verified, plaintext = node.open_inbox_entry(entry)
+    except GatewayError as error:
+        return _error(error.status, error.info)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(verified.plaintext_length),
+            "Content-Disposition": f'attachment; filename="{_safe_name(verified.payload_name)}"',
+        }
+    )
+    await response.prepare(request)
+    async for chunk in plaintext:
+        await response.write(chunk)
+    node.store.add_events(entry.sender, entry.message_id, [(entry.recipient, node.event("fetched", detail=request[SYSTEM].name))])
+    await response.write_eof()
+    return response
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c for c in name if c.isalnum() or c in "._-")[:100] or "payload"
+
+
+async def inbox_ack(request: web.Request) -> web.Response:
+    node, entry = _inbox_entry(request)
+    node.store.acknowledge(entry, node.event("acknowledged", detail=request[SYSTEM].name))
+    return web.Response(status=204)
+
+
+async def receive_transfer(request: web.Request) -> web.Response:
+    """POST /node/v1/transfers — a peer node hands over one sealed message (mTLS only)."""
+    node = request.app[NODE]
+    peer = peer_common_name(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    if peer is None:
+        return web.json_response({"error": "client certificate required"}, status=401)
+    try:
+        header = await read_header(request.content)
+    except GatewayError as error:
+        return web.json_response({"statusCode": int(error.status), "statusInfo": error.info}, status=400)
+
+    async def ciphertext():
+        while chunk := await request.content.read(256 * 1024):
+            yield chunk
+
+    stored = await node.receive(header, ciphertext(), peer)
+    return web.json_response({"statusCode": stored.status, "receipt": stored.signature}, status=200 if stored.status == 100 else 422)
+
+
+def local_api(node: Node) -> web.Application:
+    app = web.Application(middlewares=[bearer_auth], client_max_size=node.config.limits.max_envelope_bytes)
+    app[NODE] = node
+    app.router.add_post("/api/v1/messages", submit_message)
+    app.router.add_get("/api/v1/messages/{participant}/{message_id}", message_status)
+    app.router.add_get("/api/v1/participants/{participant}/receipts", list_receipts)
+    app.router.add_get("/api/v1/participants/{participant}/inbox", list_inbox)
+    app.router.add_get("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/envelope", inbox_envelope)
+    app.router.add_get("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/payload", inbox_payload)
+    app.router.add_post("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/ack", inbox_ack)
+    return app
+
+
+def node_api(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.limits.max_envelope_bytes)
+    app[NODE] = node
+    app.router.add_post(TRANSFER_PATH, receive_transfer)
+    return app

@@ -1,0 +1,126 @@
+"""The ``drehscheibe`` command: run a node, make a development PKI, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .ids import ParticipantId
+
+
+def _node_run(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    print(f"{config.source}: node {config.node_id}, {len(config.participants)} hosted participants, {len(config.routes)} routes")
+    return 0
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from .pki import DevelopmentCA
+
+    ca = DevelopmentCA(Path(args.dir))
+    print(f"federation CA: {ca.cert_path}")
+    return 0
+
+
+def _pki_node(args: argparse.Namespace) -> int:
+    from .pki import DevelopmentCA
+
+    issued = DevelopmentCA(Path(args.dir)).issue_node(args.id, Path(args.dir) / "nodes", tuple(args.host))
+    print(f"node {args.id}: {issued.certificate} (key {issued.private_key}, mode 0600)")
+    return 0
+
+
+def _pki_participant(args: argparse.Namespace) -> int:
+    from .pki import DevelopmentCA
+
+    signing, encryption = DevelopmentCA(Path(args.dir)).issue_participant(ParticipantId.parse(args.id), Path(args.dir) / "participants")
+    print(f"participant {args.id}: signing {signing.certificate}, encryption {encryption.certificate} (keys mode 0600)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(Path(args.dir), samples=Path(args.samples), schemas=Path(args.schemas)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .federation import DEFAULT_SCHEMAS
+
+    parser = argparse.ArgumentParser(prog="drehscheibe", description="Secured eCH/sedex data-exchange gateway")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    node = commands.add_parser("node", help="run or check a node").add_subparsers(dest="node_command", required=True)
+    run = node.add_parser("run", help="run a node until SIGTERM")
+    run.add_argument("--config", required=True)
+    run.set_defaults(func=_node_run)
+    check = node.add_parser("check-config", help="load a node configuration and report errors")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=_config_check)
+
+    pki = commands.add_parser("pki", help="development PKI (never for production)").add_subparsers(dest="pki_command", required=True)
+    init = pki.add_parser("init", help="create the federation CA")
+    init.add_argument("--dir", default="certs/dev")
+    init.set_defaults(func=_pki_init)
+    pnode = pki.add_parser("node", help="issue a node TLS certificate")
+    pnode.add_argument("--dir", default="certs/dev")
+    pnode.add_argument("--id", required=True)
+    pnode.add_argument("--host", action="append", default=["localhost", "127.0.0.1"])
+    pnode.set_defaults(func=_pki_node)
+    ppart = pki.add_parser("participant", help="issue participant signing and encryption certificates")
+    ppart.add_argument("--dir", default="certs/dev")
+    ppart.add_argument("--id", required=True)
+    ppart.set_defaults(func=_pki_participant)
+
+    demo = commands.add_parser("demo", help="run the demo federation on localhost")
+    demo.add_argument("--dir", default=".demo")
+    demo.add_argument("--samples", default=str(DEFAULT_SCHEMAS.parent / "samples"))
+    demo.add_argument("--schemas", default=str(DEFAULT_SCHEMAS))
+    demo.set_defaults(func=_demo)
+
+    for module in _command_modules():
+        module.register(commands)
+    return parser
+
+
+def _command_modules():
+    """Command groups contributed by subsystems (policy, audit, …), registered explicitly."""
+    modules = []
+    for name in ("gateway.policy.cli", "gateway.audit.cli"):
+        try:
+            modules.append(__import__(name, fromlist=["register"]))
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+    return modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

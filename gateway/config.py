@@ -1,0 +1,319 @@
+"""Node configuration: one TOML file parsed once into frozen dataclasses.
+
+A bad file fails at start with :class:`ConfigError` naming the file, the key and the
+value. Relative paths are relative to the configuration file's directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .ids import InvalidIdentifier, ParticipantId
+from .safexml import XmlLimits
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names file, key and value."""
+
+
+class PayloadAcceptance(Enum):
+    """What a route demands of a payload before it is sealed."""
+
+    SCHEMA_VALID = "schema-valid"  # XML whose namespace has a schema, and it validates (default)
+    WELL_FORMED = "well-formed"  # XML, well-formed only (e.g. eCH-0020 v1, no public XSD)
+    ANY = "any"  # any bytes (zip payloads, attachments)
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    certificate: Path
+    private_key: Path
+    trust_anchors: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class HostedParticipant:
+    id: ParticipantId
+    signing_key: Path
+    signing_certificate: Path
+    encryption_key: Path
+    encryption_certificate: Path
+
+
+@dataclass(frozen=True)
+class KnownParticipant:
+    """A participant hosted elsewhere, with the certificate we encrypt for."""
+
+    id: ParticipantId
+    encryption_certificate: Path
+
+
+@dataclass(frozen=True)
+class LocalSystem:
+    """An application (register software) allowed to act for some hosted participants."""
+
+    name: str
+    token_sha256: str
+    participants: frozenset[ParticipantId]
+
+    def accepts(self, token: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.token_sha256)
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """Recipient (ID or glob pattern) → next hop (a peer id, or ``local``)."""
+
+    recipient: str
+    via: str
+    payload: PayloadAcceptance = PayloadAcceptance.SCHEMA_VALID
+
+    def matches(self, recipient: ParticipantId) -> bool:
+        return fnmatch.fnmatchcase(str(recipient), self.recipient)
+
+    @property
+    def is_local(self) -> bool:
+        return self.via == "local"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Retry and expiry policy for forwarding."""
+
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 600.0
+    expiry_days: int = 30
+    poll_seconds: float = 0.2
+    parallel_transfers: int = 8
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_envelope_bytes: int = 1024 * 1024
+    max_payload_bytes: int = 16 * 1024**3
+    in_memory_payload_bytes: int = 8 * 1024 * 1024
+    segment_size: int = 64 * 1024
+    xml: XmlLimits = field(default_factory=XmlLimits)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: Path
+    node_id: str
+    listen: Address
+    api: Address
+    tls: TlsIdentity
+    store: Path
+    schemas: Path
+    participants: tuple[HostedParticipant, ...]
+    known_participants: tuple[KnownParticipant, ...]
+    local_systems: tuple[LocalSystem, ...]
+    peers: tuple[Peer, ...]
+    routes: tuple[Route, ...]
+    delivery: Delivery = field(default_factory=Delivery)
+    limits: Limits = field(default_factory=Limits)
+
+    def hosted(self, participant: ParticipantId) -> HostedParticipant | None:
+        return next((p for p in self.participants if p.id == participant), None)
+
+    def route_for(self, recipient: ParticipantId) -> Route | None:
+        """The first route whose recipient pattern matches (exact IDs before patterns)."""
+        exact = [r for r in self.routes if r.recipient == str(recipient)]
+        return (exact or [r for r in self.routes if r.matches(recipient)] or [None])[0]
+
+    def peer(self, peer_id: str) -> Peer | None:
+        return next((p for p in self.peers if p.id == peer_id), None)
+
+    def known(self, participant: ParticipantId) -> KnownParticipant | None:
+        return next((k for k in self.known_participants if k.id == participant), None)
+
+
+class _Reader:
+    """Reads typed values from a TOML table, naming file and key in every error."""
+
+    def __init__(self, source: Path, data: dict[str, Any], prefix: str = "") -> None:
+        self.source = source
+        self.data = data
+        self.prefix = prefix
+
+    def fail(self, key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.prefix}{key} = {value!r}: {why}")
+
+    def sub(self, key: str, required: bool = True) -> _Reader:
+        value = self.data.get(key, None if required else {})
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "expected a table")
+        return _Reader(self.source, value, f"{self.prefix}{key}.")
+
+    def items(self, key: str) -> list[_Reader]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(key, value, "expected an array of tables")
+        return [_Reader(self.source, v, f"{self.prefix}{key}[{i}].") for i, v in enumerate(value)]
+
+    def get(self, key: str, kind: type, default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise self.fail(key, None, "missing")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, value, f"expected {kind.__name__}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            raise self.fail(key, value, "must be positive")
+        return value
+
+    def path(self, key: str, *, must_exist: bool = True, default: Any = ...) -> Path:
+        raw = self.get(key, str, default)
+        path = (self.source.parent / raw).resolve()
+        if must_exist and not path.exists():
+            raise self.fail(key, raw, f"file not found ({path})")
+        return path
+
+    def participant(self, key: str) -> ParticipantId:
+        raw = self.get(key, str)
+        try:
+            return ParticipantId.parse(raw)
+        except InvalidIdentifier:
+            raise self.fail(key, raw, "not a sedex participant ID (T?n-XXX-n)") from None
+
+    def address(self, key: str) -> Address:
+        table = self.sub(key)
+        host = table.get("host", str, "127.0.0.1")
+        port = table.get("port", int)
+        if not 0 <= port <= 65535:
+            raise table.fail("port", port, "not a TCP port")
+        return Address(host, port)
+
+
+def load_config(path: Path | str) -> NodeConfig:
+    source = Path(path).resolve()
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    root = _Reader(source, data)
+    node = root.sub("node")
+    tls = root.sub("tls")
+    anchors = tls.get("trust_anchors", list)
+    if not anchors or not all(isinstance(a, str) for a in anchors):
+        raise tls.fail("trust_anchors", anchors, "expected a non-empty list of file names")
+    trust = tuple(_Reader(source, {"a": a}, tls.prefix + "trust_anchors.").path("a") for a in anchors)
+
+    participants = []
+    for table in root.items("participants"):
+        participants.append(
+            HostedParticipant(
+                id=table.participant("id"),
+                signing_key=table.path("signing_key"),
+                signing_certificate=table.path("signing_certificate"),
+                encryption_key=table.path("encryption_key"),
+                encryption_certificate=table.path("encryption_certificate"),
+            )
+        )
+    hosted_ids = {p.id for p in participants}
+
+    systems = []
+    for table in root.items("local_systems"):
+        token = table.get("token_sha256", str)
+        if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
+            raise table.fail("token_sha256", token, "expected a lowercase hex SHA-256")
+        ids = table.get("participants", list)
+        parsed = set()
+        for i, raw in enumerate(ids):
+            pid = _Reader(source, {str(i): raw}, table.prefix + "participants.").participant(str(i))
+            if pid not in hosted_ids:
+                raise table.fail("participants", raw, "not a participant hosted on this node")
+            parsed.add(pid)
+        systems.append(LocalSystem(table.get("name", str), token, frozenset(parsed)))
+
+    peers = []
+    for table in root.items("peers"):
+        url = table.get("url", str)
+        if urlparse(url).scheme != "https":
+            raise table.fail("url", url, "peers are reached over https only")
+        peers.append(Peer(table.get("id", str), url.rstrip("/")))
+    peer_ids = {p.id for p in peers}
+
+    routes = []
+    for table in root.items("routes"):
+        via = table.get("via", str)
+        if via != "local" and via not in peer_ids:
+            raise table.fail("via", via, "neither 'local' nor a configured peer")
+        mode = table.get("payload", str, PayloadAcceptance.SCHEMA_VALID.value)
+        try:
+            acceptance = PayloadAcceptance(mode)
+        except ValueError:
+            raise table.fail("payload", mode, f"expected one of {[m.value for m in PayloadAcceptance]}") from None
+        routes.append(Route(table.get("recipient", str), via, acceptance))
+
+    known = [
+        KnownParticipant(t.participant("id"), t.path("encryption_certificate")) for t in root.items("known_participants")
+    ]
+
+    delivery_table = root.sub("delivery", required=False)
+    delivery = Delivery(
+        retry_base_seconds=delivery_table.positive("retry_base_seconds", float, Delivery.retry_base_seconds),
+        retry_max_seconds=delivery_table.positive("retry_max_seconds", float, Delivery.retry_max_seconds),
+        expiry_days=delivery_table.positive("expiry_days", int, Delivery.expiry_days),
+        poll_seconds=delivery_table.positive("poll_seconds", float, Delivery.poll_seconds),
+        parallel_transfers=delivery_table.positive("parallel_transfers", int, Delivery.parallel_transfers),
+    )
+    limits_table = root.sub("limits", required=False)
+    xml_defaults = XmlLimits()
+    limits = Limits(
+        max_envelope_bytes=limits_table.positive("max_envelope_bytes", int, Limits.max_envelope_bytes),
+        max_payload_bytes=limits_table.positive("max_payload_bytes", int, Limits.max_payload_bytes),
+        in_memory_payload_bytes=limits_table.positive("in_memory_payload_bytes", int, Limits.in_memory_payload_bytes),
+        segment_size=limits_table.positive("segment_size", int, Limits.segment_size),
+        xml=XmlLimits(
+            max_bytes=limits_table.positive("xml_max_bytes", int, xml_defaults.max_bytes),
+            max_depth=limits_table.positive("xml_max_depth", int, xml_defaults.max_depth),
+            max_elements=limits_table.positive("xml_max_elements", int, xml_defaults.max_elements),
+        ),
+    )
+    return NodeConfig(
+        source=source,
+        node_id=node.get("id", str),
+        listen=node.address("listen"),
+        api=node.address("api"),
+        tls=TlsIdentity(tls.path("certificate"), tls.path("private_key"), trust),
+        store=node.path("store", must_exist=False),
+        schemas=node.path("schemas"),
+        participants=tuple(participants),
+        known_participants=tuple(known),
+        local_systems=tuple(systems),
+        peers=tuple(peers),
+        routes=tuple(routes),
+        delivery=delivery,
+        limits=limits,
+    )

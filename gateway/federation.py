@@ -1,0 +1,157 @@
+"""A development federation on localhost: PKI, node configurations and credentials.
+
+Used by ``make demo`` and by the tests that start real node processes. It writes
+everything into one directory; ``federation.json`` lists nodes, URLs and the local
+systems' bearer tokens (development credentials only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ids import ParticipantId
+from .pki import DevelopmentCA
+
+DEFAULT_SCHEMAS = Path(__file__).resolve().parents[1] / ".." / "shared" / "ech" / "xsd"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class NodeSpec:
+    id: str
+    participants: list[str]
+    listen_port: int = 0
+    api_port: int = 0
+    extra_toml: str = ""
+
+
+@dataclass
+class Federation:
+    directory: Path
+    nodes: list[NodeSpec]
+    tokens: dict[str, str] = field(default_factory=dict)  # participant -> bearer token
+
+    def config_path(self, node_id: str) -> Path:
+        return self.directory / "nodes" / node_id / "node.toml"
+
+    def node(self, node_id: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def node_of(self, participant: str) -> NodeSpec:
+        return next(n for n in self.nodes if participant in n.participants)
+
+    def api_url(self, node_id: str) -> str:
+        return f"https://127.0.0.1:{self.node(node_id).api_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "pki" / "ca.pem"
+
+    def describe(self) -> dict:
+        return {
+            "ca": str(self.ca_file),
+            "nodes": [
+                {
+                    "id": n.id,
+                    "config": str(self.config_path(n.id)),
+                    "peerUrl": f"https://127.0.0.1:{n.listen_port}",
+                    "apiUrl": self.api_url(n.id),
+                    "participants": n.participants,
+                }
+                for n in self.nodes
+            ],
+            "tokens": self.tokens,
+        }
+
+
+def build_federation(
+    directory: Path,
+    nodes: list[NodeSpec],
+    *,
+    schemas: Path = DEFAULT_SCHEMAS,
+    route_payload: dict[str, str] | None = None,
+    delivery_toml: str = "",
+) -> Federation:
+    """Generate a CA, node and participant certificates and one config per node.
+
+    ``route_payload`` maps a recipient participant to a payload acceptance mode other
+    than the default ``schema-valid`` (e.g. ``well-formed`` for eCH-0020 v1).
+    """
+    directory = Path(directory).resolve()
+    pki = directory / "pki"
+    ca = DevelopmentCA(pki)
+    federation = Federation(directory, nodes)
+    issued = {}
+    for node in nodes:
+        node.listen_port = node.listen_port or free_port()
+        node.api_port = node.api_port or free_port()
+        issued[node.id] = ca.issue_node(node.id, pki / "nodes")
+        for participant in node.participants:
+            issued[participant] = ca.issue_participant(ParticipantId(participant), pki / "participants")
+            federation.tokens[participant] = secrets.token_urlsafe(24)
+    route_payload = route_payload or {}
+    for node in nodes:
+        lines = [
+            "[node]",
+            f'id = "{node.id}"',
+            'store = "store"',
+            f'schemas = "{Path(schemas).resolve()}"',
+            f'listen = {{ host = "127.0.0.1", port = {node.listen_port} }}',
+            f'api = {{ host = "127.0.0.1", port = {node.api_port} }}',
+            "",
+            "[tls]",
+            f'certificate = "{issued[node.id].certificate}"',
+            f'private_key = "{issued[node.id].private_key}"',
+            f'trust_anchors = ["{ca.cert_path}"]',
+            "",
+        ]
+        for participant in node.participants:
+            signing, encryption = issued[participant]
+            lines += [
+                "[[participants]]",
+                f'id = "{participant}"',
+                f'signing_key = "{signing.private_key}"',
+                f'signing_certificate = "{signing.certificate}"',
+                f'encryption_key = "{encryption.private_key}"',
+                f'encryption_certificate = "{encryption.certificate}"',
+                "",
+                "[[local_systems]]",
+                f'name = "register-{participant}"',
+                f'token_sha256 = "{hashlib.sha256(federation.tokens[participant].encode()).hexdigest()}"',
+                f'participants = ["{participant}"]',
+                "",
+            ]
+        for other in nodes:
+            if other.id != node.id:
+                lines += ["[[peers]]", f'id = "{other.id}"', f'url = "https://127.0.0.1:{other.listen_port}"', ""]
+        for other in nodes:
+            for participant in other.participants:
+                via = "local" if other.id == node.id else other.id
+                mode = route_payload.get(participant, "schema-valid")
+                lines += ["[[routes]]", f'recipient = "{participant}"', f'via = "{via}"', f'payload = "{mode}"', ""]
+                if other.id != node.id:
+                    lines += [
+                        "[[known_participants]]",
+                        f'id = "{participant}"',
+                        f'encryption_certificate = "{issued[participant][1].certificate}"',
+                        "",
+                    ]
+        if delivery_toml:
+            lines += ["[delivery]", delivery_toml, ""]
+        if node.extra_toml:
+            lines += [node.extra_toml, ""]
+        path = federation.config_path(node.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines), encoding="utf-8")
+    (directory / "federation.json").write_text(json.dumps(federation.describe(), indent=2), encoding="utf-8")
+    return federation

@@ -1,0 +1,112 @@
+"""Node-to-node transport: HTTPS with mutual TLS and the transfer framing.
+
+A transfer request body is ``uint32 big-endian header length || header JSON ||
+payload ciphertext``; the header carries the envelope and the origin seal. See
+docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import struct
+from dataclasses import dataclass
+
+from .config import NodeConfig
+from .ids import GatewayError, StatusCode
+
+MAX_HEADER_BYTES = 2 * 1024 * 1024
+TRANSFER_PATH = "/node/v1/transfers"
+
+
+class TransferRefused(GatewayError):
+    status = StatusCode.INVALID_ENVELOPE
+
+
+def server_context(config: NodeConfig, *, require_client_cert: bool) -> ssl.SSLContext:
+    """TLS for our listeners: TLS 1.2+, our node certificate, peers checked against the trust store."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls.certificate, config.tls.private_key)
+    for anchor in config.tls.trust_anchors:
+        context.load_verify_locations(cafile=str(anchor))
+    # SECURITY: the node-to-node listener demands a client certificate from the federation CA.
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+def client_context(config: NodeConfig) -> ssl.SSLContext:
+    """TLS for calls to peers: our certificate as client identity, peers verified by the trust store."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for anchor in config.tls.trust_anchors:
+        context.load_verify_locations(cafile=str(anchor))
+    context.load_cert_chain(config.tls.certificate, config.tls.private_key)
+    return context
+
+
+def peer_common_name(ssl_object: ssl.SSLObject | None) -> str | None:
+    """The common name of the verified peer certificate of a TLS connection."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+@dataclass(frozen=True)
+class TransferHeader:
+    """What travels in front of the ciphertext of one transfer."""
+
+    sender: str
+    recipient: str
+    message_id: str
+    envelope: bytes
+    seal: str
+
+    def encode(self) -> bytes:
+        body = json.dumps(
+            {
+                "sender": self.sender,
+                "recipient": self.recipient,
+                "messageId": self.message_id,
+                "envelope": base64.b64encode(self.envelope).decode("ascii"),
+                "seal": self.seal,
+            },
+            separators=(",", ":"),
+        ).encode()
+        return struct.pack(">I", len(body)) + body
+
+    @classmethod
+    def decode(cls, body: bytes) -> TransferHeader:
+        try:
+            data = json.loads(body)
+            return cls(
+                sender=str(data["sender"]),
+                recipient=str(data["recipient"]),
+                message_id=str(data["messageId"]),
+                envelope=base64.b64decode(data["envelope"], validate=True),
+                seal=str(data["seal"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise TransferRefused("transfer header is malformed") from None
+
+
+async def read_header(content) -> TransferHeader:
+    """Read the length-prefixed header from an aiohttp StreamReader."""
+    try:
+        prefix = await content.readexactly(4)
+        (length,) = struct.unpack(">I", prefix)
+        if length > MAX_HEADER_BYTES:
+            raise TransferRefused("transfer header too large")
+        return TransferHeader.decode(await content.readexactly(length))
+    except Exception as exc:  # noqa: BLE001 - IncompleteReadError and friends
+        if isinstance(exc, GatewayError):
+            raise
+        raise TransferRefused("transfer header truncated") from None
