@@ -20,7 +20,7 @@ from .receipt import parse_receipt
 from .transport import TRANSFER_PATH, peer_common_name, read_header
 
 NODE = web.AppKey("node", Node)
-SYSTEM = "drehscheibe.system"
+SYSTEM = web.RequestKey("system", LocalSystem)
 
 _HTTP_STATUS = {
     StatusCode.DUPLICATE_MESSAGE_ID: 409,

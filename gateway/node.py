@@ -141,17 +141,18 @@ class Node:
             )
         plan = []
         for recipient in envelope.recipients:
-            route = self.config.route_for(recipient)
-            if route is None or recipient not in self.recipient_keys:
-                raise Refused(f"no route to recipient {recipient}", status=StatusCode.UNKNOWN_RECIPIENT)
-            if route.is_local and recipient not in self.hosted:
-                raise Refused(f"recipient {recipient} is not hosted here", status=StatusCode.UNKNOWN_RECIPIENT)
-            # SECURITY: test traffic never reaches production participants and vice versa.
+            # SECURITY: test traffic never reaches production participants and vice versa,
+            # whatever the routes say.
             if recipient.is_test != envelope.sender.is_test:
                 raise Refused(
                     f"test and production participants cannot exchange messages ({envelope.sender} → {recipient})",
                     status=StatusCode.NOT_ALLOWED_TO_SEND,
                 )
+            route = self.config.route_for(recipient)
+            if route is None or recipient not in self.recipient_keys:
+                raise Refused(f"no route to recipient {recipient}", status=StatusCode.UNKNOWN_RECIPIENT)
+            if route.is_local and recipient not in self.hosted:
+                raise Refused(f"recipient {recipient} is not hosted here", status=StatusCode.UNKNOWN_RECIPIENT)
             plan.append((recipient, route.via, route.payload))
         return plan
 

@@ -17,16 +17,24 @@ from .transport import server_context
 log = logging.getLogger("drehscheibe.server")
 
 
+async def start_listeners(node: Node) -> list[web.AppRunner]:
+    """Start the node-to-node (mTLS) and local API listeners of ``node``."""
+    config = node.config
+    runners = []
+    for app, address, mtls in ((node_api(node), config.listen, True), (local_api(node), config.api, False)):
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls))
+        await site.start()
+        runners.append(runner)
+    return runners
+
+
 async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> None:
     node = Node(config)
     runners = []
     try:
-        for app, address, mtls in ((node_api(node), config.listen, True), (local_api(node), config.api, False)):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls))
-            await site.start()
-            runners.append(runner)
+        runners = await start_listeners(node)
         forwarder = asyncio.create_task(node.run_forwarder(), name="forwarder")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

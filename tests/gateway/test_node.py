@@ -1,0 +1,136 @@
+"""A node's origin and destination stages, with real mTLS between two in-process nodes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from gateway.envelope import parse_envelope
+from gateway.ids import ParticipantId, StatusCode
+from gateway.samples import discover
+from gateway.store import OutgoingState
+
+from ..conftest import KANTON, LUZERN, SAMPLES
+from .nodes import client, running, sample_envelope
+
+SEMPACH = next(s for s in discover(SAMPLES) if s.name.startswith("ech0099"))
+MOVE = next(s for s in discover(SAMPLES) if s.name.startswith("openech-ech0020-v2.2/div-movetest"))
+
+
+async def submit(federation, sample, now, sender=LUZERN, recipient=KANTON, message_id=None, envelope=None, payload=None):
+    message_id, built = sample_envelope(sample, sender, recipient, now, message_id)
+    async with client(federation, sender) as api:
+        status, body = await api.submit(envelope or built, sample.payload() if payload is None else payload, sample.data.name)
+    return message_id, status, body
+
+
+async def test_a_message_is_delivered_and_the_sender_sees_receipt_100_and_every_step(federation, clock):
+    """A submitted message reaches the recipient's inbox byte-identical and the timeline shows each hop."""
+    async with running(federation, clock) as nodes:
+        message_id, status, body = await submit(federation, MOVE, clock.now())
+        assert status == 202 and body["messageId"] == message_id
+        assert await nodes["node-luzern"].forward_due() == 1
+        async with client(federation, KANTON) as kanton:
+            inbox = await kanton.inbox(KANTON)
+            assert [m["messageId"] for m in inbox] == [message_id]
+            assert await kanton.payload(KANTON, LUZERN, message_id) == MOVE.payload()
+        async with client(federation, LUZERN) as luzern:
+            state = await luzern.status(LUZERN, message_id)
+        assert state["recipients"][0]["state"] == "delivered"
+        assert state["receipts"][0]["statusCode"] == 100
+        kinds = [(e["node"], e["kind"]) for e in state["events"]]
+        assert kinds == [
+            ("node-luzern", "accepted"), ("node-luzern", "validated"), ("node-luzern", "sealed"),
+            ("node-luzern", "forwarding"), ("node-kanton", "received"), ("node-kanton", "verified"),
+            ("node-kanton", "delivered"), ("node-luzern", "receipt"),
+        ]  # fmt: skip
+
+
+async def test_an_identical_resubmission_is_accepted_once_and_a_different_one_gets_201(federation, clock):
+    """Re-sending the same message is idempotent; reusing its messageId for other content is receipt 201."""
+    async with running(federation, clock) as nodes:
+        message_id, status, _ = await submit(federation, MOVE, clock.now())
+        _, again, body = await submit(federation, MOVE, clock.now(), message_id=message_id)
+        assert (status, again, body["duplicate"]) == (202, 202, True)
+        _, conflict, body = await submit(federation, SEMPACH, clock.now(), message_id=message_id)
+        assert conflict == 409 and body["statusCode"] == 201
+        assert await nodes["node-luzern"].forward_due() == 1
+        assert len(nodes["node-kanton"].store.inbox(KANTON)) == 1
+
+
+async def test_a_message_dated_more_than_30_days_ago_is_refused_with_203(federation, clock):
+    """messageDate older than the expiry window is refused at submission with receipt 203."""
+    async with running(federation, clock):
+        _, status, body = await submit(federation, MOVE, clock.now() - timedelta(days=31))
+        assert status == 422 and body["statusCode"] == 203
+        assert b"<eCH-0090:statusCode>203</eCH-0090:statusCode>" in body["receipt"].encode()
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "code"),
+    [("1-1024-1", KANTON, 300), (LUZERN, "1-1059-1", 301), (LUZERN, "T2-LU-1", 310)],
+)
+async def test_unknown_or_forbidden_participants_are_refused_with_their_code(federation, clock, sender, recipient, code):
+    """An unhosted sender is 300, an unrouted recipient 301, production→test traffic 310."""
+    async with running(federation, clock):
+        message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+        parsed = parse_envelope(envelope, None)
+        forged = replace(parsed, sender=ParticipantId(sender), recipients=(ParticipantId(recipient),)).to_xml()
+        async with client(federation, LUZERN) as api:
+            status, body = await api.submit(forged, MOVE.payload())
+        assert body["statusCode"] == code, body
+
+
+async def test_a_payload_that_breaks_its_schema_is_refused_with_200_and_nothing_is_queued(federation, clock):
+    """A schema-invalid eCH payload gets receipt 200 and never enters the outgoing queue."""
+    async with running(federation, clock) as nodes:
+        broken = MOVE.payload().replace(b"<e20:move>", b"<e20:moveX>").replace(b"</e20:move>", b"</e20:moveX>")
+        assert broken != MOVE.payload()
+        _, status, body = await submit(federation, MOVE, clock.now(), payload=broken)
+        assert status == 422 and body["statusCode"] == 200
+        assert nodes["node-luzern"].store.queued() == []
+
+
+async def test_a_payload_without_schema_is_refused_unless_the_route_accepts_well_formed(federation, clock):
+    """An eCH-0020 v1 payload (no public XSD) is refused with 200 on a schema-valid route."""
+    v1 = next(s for s in discover(SAMPLES) if s.namespace == "http://www.ech.ch/xmlns/eCH-0020/1")
+    async with running(federation, clock):
+        _, status, body = await submit(federation, v1, clock.now())
+        assert status == 422 and body["statusCode"] == 200
+        assert "no schema" in body["statusInfo"]
+
+
+async def test_a_down_peer_means_retries_with_growing_backoff_then_delivery(federation, clock):
+    """While the peer is down the message waits with exponential backoff; it is delivered once the peer is back."""
+    async with running(federation, clock, "node-luzern") as nodes:
+        luzern = nodes["node-luzern"]
+        message_id, status, _ = await submit(federation, MOVE, clock.now())
+        delays = []
+        for _ in range(4):
+            assert await luzern.forward_due() == 0
+            (item,) = luzern.store.queued()
+            delays.append(item.next_attempt - clock.timestamp())
+            clock.advance(seconds=delays[-1] + 0.001)
+        assert delays[-1] > delays[0]
+        async with running(federation, clock, "node-kanton"):
+            assert await luzern.forward_due() == 1
+        (row,) = luzern.store.outgoing_for(LUZERN, message_id)
+        assert row.state is OutgoingState.DELIVERED and row.attempts == 5
+
+
+async def test_a_message_that_cannot_be_delivered_warns_701_and_expires_with_204(federation, clock):
+    """Seven days before expiry the sender is warned (701); at 30 days the message expires (204)."""
+    async with running(federation, clock, "node-luzern") as nodes:
+        luzern = nodes["node-luzern"]
+        message_id, _, _ = await submit(federation, MOVE, clock.now())
+        clock.advance(days=23, seconds=1)
+        await luzern.forward_due()
+        kinds = [e.kind for e in luzern.store.timeline(LUZERN, message_id)]
+        assert "expires-soon" in kinds and "expired" not in kinds
+        clock.advance(days=7)
+        await luzern.forward_due()
+        (row,) = luzern.store.outgoing_for(LUZERN, message_id)
+        assert row.state is OutgoingState.EXPIRED and row.receipt_status == int(StatusCode.MESSAGE_EXPIRED)
+        assert not row.blob.exists(), "the ciphertext of an expired message is released"
