@@ -43,7 +43,8 @@ def parse_datetime(text: str) -> datetime:
 
 
 def format_datetime(value: datetime) -> str:
-    return value.astimezone(SWISS_TIME).isoformat(timespec="seconds")
+    """xs:dateTime in Swiss time with offset; sub-second precision is kept when present."""
+    return value.astimezone(SWISS_TIME).isoformat(timespec="microseconds" if value.microsecond else "seconds")
 
 
 @dataclass(frozen=True, slots=True)

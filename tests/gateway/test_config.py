@@ -1,0 +1,57 @@
+"""Node configuration: a bad file fails at start naming file, key and value."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.config import ConfigError, PayloadAcceptance, load_config
+
+
+def mutate(federation, node_id, old, new):
+    path = federation.config_path(node_id)
+    text = path.read_text()
+    assert re.search(old, text), old
+    path.write_text(re.sub(old, new, text, count=1))
+    return path
+
+
+def test_the_generated_configuration_loads_into_frozen_objects(federation):
+    """A development federation's node file parses into frozen dataclasses."""
+    config = load_config(federation.config_path("node-luzern"))
+    assert config.node_id == "node-luzern"
+    assert [str(p.id) for p in config.participants] == ["1-1061-1"]
+    assert config.route_for(__import__("gateway.ids").ids.ParticipantId("2-LU-1")).via == "node-kanton"
+    assert config.routes[0].payload is PayloadAcceptance.SCHEMA_VALID
+    with pytest.raises(AttributeError):
+        config.node_id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (r'id = "1-1061-1"', 'id = "Luzern"', r"participants\[0\]\.id = 'Luzern'"),
+        (r'via = "node-kanton"', 'via = "node-nowhere"', r"routes\[\d\]\.via = 'node-nowhere'"),
+        (r'payload = "schema-valid"', 'payload = "maybe"', r"routes\[\d\]\.payload = 'maybe'"),
+        (r"port = (\d+) \}\napi", r"port = 99999 }\napi", r"node\.listen\.port = 99999"),
+        (r'url = "https://', 'url = "http://', r"peers\[0\]\.url = 'http://"),
+        (r'signing_key = "[^"]+"', 'signing_key = "missing.pem"', r"participants\[0\]\.signing_key = 'missing.pem': file not found"),
+        (r'token_sha256 = "[0-9a-f]+"', 'token_sha256 = "secret"', r"local_systems\[0\]\.token_sha256 = 'secret'"),
+    ],
+)
+def test_a_bad_value_is_named_with_file_key_and_value(federation, old, new, expected):
+    """Each bad value fails loading with a message naming the file, the key path and the value."""
+    path = mutate(federation, "node-luzern", old, new)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+    assert re.search(expected, str(error.value)), str(error.value)
+
+
+def test_invalid_toml_is_reported_with_the_file(federation):
+    """A syntax error names the file."""
+    path = federation.config_path("node-luzern")
+    path.write_text(path.read_text() + "\n[node\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        load_config(path)
