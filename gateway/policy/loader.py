@@ -80,6 +80,9 @@ def _build(documents: list[tuple[str, dict]]) -> PolicySet:
         for key in doc:
             if key not in _TOP_LEVEL:
                 raise PolicyLoadError(file, None, key, "unknown top-level table", key)
+        for key, value in _table(file, doc, "policy").items():
+            if key not in ("name", "description") or not isinstance(value, str):
+                raise PolicyLoadError(file, None, f"policy.{key}", "only name and description (text) are allowed", value)
         for prefix, uri in _table(file, doc, "namespaces").items():
             if not isinstance(uri, str) or not uri or not re.fullmatch(r"[A-Za-z_][\w.-]*", prefix):
                 raise PolicyLoadError(file, None, f"namespaces.{prefix}", "prefix or URI invalid", uri)
