@@ -51,6 +51,7 @@ class HostedParticipant:
     signing_certificate: Path
     encryption_key: Path
     encryption_certificate: Path
+    folder: Path | None = None  # base of the sedex folder interface (outbox/, inbox/, receipts/, …)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class NodeConfig:
     routes: tuple[Route, ...]
     delivery: Delivery = field(default_factory=Delivery)
     limits: Limits = field(default_factory=Limits)
+    policies: Path | None = None  # a policy directory or file; None: no policy stage (development only)
 
     def hosted(self, participant: ParticipantId) -> HostedParticipant | None:
         return next((p for p in self.participants if p.id == participant), None)
@@ -238,6 +240,7 @@ def load_config(path: Path | str) -> NodeConfig:
                 signing_certificate=table.path("signing_certificate"),
                 encryption_key=table.path("encryption_key"),
                 encryption_certificate=table.path("encryption_certificate"),
+                folder=table.path("folder", must_exist=False) if "folder" in table.data else None,
             )
         )
     hosted_ids = {p.id for p in participants}
@@ -309,6 +312,7 @@ def load_config(path: Path | str) -> NodeConfig:
         tls=TlsIdentity(tls.path("certificate"), tls.path("private_key"), trust),
         store=node.path("store", must_exist=False),
         schemas=node.path("schemas"),
+        policies=node.path("policies") if "policies" in node.data else None,
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),

@@ -50,6 +50,9 @@ class Federation:
     def node_of(self, participant: str) -> NodeSpec:
         return next(n for n in self.nodes if participant in n.participants)
 
+    def folder(self, participant: str) -> Path:
+        return self.directory / "folders" / participant
+
     def api_url(self, node_id: str) -> str:
         return f"https://127.0.0.1:{self.node(node_id).api_port}"
 
@@ -81,6 +84,8 @@ def build_federation(
     schemas: Path = DEFAULT_SCHEMAS,
     route_payload: dict[str, str] | None = None,
     delivery_toml: str = "",
+    policies: Path | None = None,
+    folders: bool = False,
 ) -> Federation:
     """Generate a CA, node and participant certificates and one config per node.
 
@@ -108,6 +113,7 @@ def build_federation(
             f'schemas = "{Path(schemas).resolve()}"',
             f'listen = {{ host = "127.0.0.1", port = {node.listen_port} }}',
             f'api = {{ host = "127.0.0.1", port = {node.api_port} }}',
+            *([f'policies = "{Path(policies).resolve()}"'] if policies else []),
             "",
             "[tls]",
             f'certificate = "{issued[node.id].certificate}"',
@@ -124,6 +130,7 @@ def build_federation(
                 f'signing_certificate = "{signing.certificate}"',
                 f'encryption_key = "{encryption.private_key}"',
                 f'encryption_certificate = "{encryption.certificate}"',
+                *([f'folder = "{directory / "folders" / participant}"'] if folders else []),
                 "",
                 "[[local_systems]]",
                 f'name = "register-{participant}"',

@@ -49,6 +49,8 @@ from .crypto.seal import (
 from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
 from .payload import PayloadCheck
+from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
+from .safexml import parse_xml
 from .pki import load_certificate, load_private_key
 from .receipt import Receipt, parse_receipt
 from .schemas import SchemaCatalog
@@ -68,6 +70,19 @@ class Refused(GatewayError):
 class Accepted:
     envelope: Envelope
     duplicate: bool  # True when the identical message had already been accepted
+
+
+@dataclass(frozen=True)
+class SealedPart:
+    """One ciphertext of a message and the recipients it is sealed for."""
+
+    blob: Path
+    ciphertext_sha256: str
+    seal: str
+    plan: tuple
+    size: int
+    namespace: str | None
+    acceptance: PayloadAcceptance
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,9 @@ class Node:
             self.recipient_keys[participant.id] = RecipientKey.from_certificate(
                 str(participant.id), load_certificate(participant.encryption_certificate), self.trust, now
             )
+        # Policies are loaded once; a reload swaps the whole set (PolicyStore keeps the old
+        # one when the new files are bad).
+        self.policies = PolicyStore(load_policy_set([config.policies]), clock=self.clock.now) if config.policies else None
         self.store = Store(config.store)
         self.store.remove_orphan_blobs()
         self._wake = asyncio.Event()
@@ -176,12 +194,67 @@ class Node:
         try:
             plan = self.check_participants(envelope, system)
             self.check_message_date(envelope)
-            return await self._check_seal_persist(envelope, envelope_xml, payload, payload_name, plan)
+            content = new_hash()
+            content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
+            if self.policies is None:
+                parts = [await self.seal_payload(envelope, envelope_xml, _hashed(payload, content), payload_name, plan)]
+                decisions = {}
+            else:
+                parts, decisions = await self.apply_policy_and_seal(envelope, envelope_xml, payload, payload_name, plan, content)
+            return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest())
         except GatewayError as error:
             self._record_refusal(envelope, error)
             raise
 
-    async def _check_seal_persist(self, envelope, envelope_xml, payload, payload_name, plan) -> Accepted:
+    async def apply_policy_and_seal(self, envelope, envelope_xml, payload, payload_name, plan, content):
+        """Policy (egress): decide per recipient, refuse on any denial, redact, then seal each variant."""
+        limit = self.config.limits.in_memory_payload_bytes
+        head = bytearray()
+        iterator = payload.__aiter__()
+        streamed = False
+        async for chunk in iterator:
+            head += chunk
+            if len(head) > limit:
+                streamed = True
+                break
+        facts = None
+        if not streamed:
+            content.update(bytes(head))
+            facts = _facts_of(bytes(head))
+        size = len(head) if not streamed else self.config.limits.max_payload_bytes
+        engine = self.policies.engine
+        requests = [
+            PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class, size, facts)
+            for recipient, _, _ in plan
+        ]
+        decisions = engine.decide_all(requests, self.clock.now(), "origin")
+        for decision in decisions:
+            if not decision.allowed:
+                raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_SEND)
+        by_recipient = {str(recipient): decision for (recipient, _, _), decision in zip(plan, decisions)}
+        if streamed:
+            if any(d.redactions for d in decisions):
+                raise Refused("payload too large to apply the redactions its policy requires", status=StatusCode.MESSAGE_TOO_LARGE)
+
+            async def rest():
+                yield bytes(head)
+                async for chunk in iterator:
+                    yield chunk
+
+            return [await self.seal_payload(envelope, envelope_xml, _hashed(rest(), content), payload_name, plan)], by_recipient
+        groups: dict[tuple[str, ...], list] = {}
+        for item, decision in zip(plan, decisions):
+            groups.setdefault(decision.redactions, []).append(item)
+        parts = []
+        for redactions, members in groups.items():
+            data = bytes(head)
+            if redactions:
+                data = redact(data, redactions, self.catalog).payload
+            parts.append(await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members))
+        return parts, by_recipient
+
+    async def seal_payload(self, envelope, envelope_xml, payload, payload_name, plan) -> SealedPart:
+        """Check the payload as it streams (route's acceptance) and seal it for ``plan``'s recipients."""
         acceptance = _strictest(mode for _, _, mode in plan)
         check = PayloadCheck(acceptance, self.catalog, self.config.limits.xml)
         sealing = Sealing(
@@ -193,58 +266,55 @@ class Node:
             node=self.id,
             segment_size=self.config.limits.segment_size,
         )
-        content = new_hash()
-        content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
         blob = self.store.new_blob()
         try:
             async for chunk in payload:
                 if check.size + len(chunk) > self.config.limits.max_payload_bytes:
                     raise Refused("payload exceeds the node's size limit", status=StatusCode.MESSAGE_TOO_LARGE)
                 check.feed(chunk)
-                content.update(chunk)
                 blob.write(sealing.feed(chunk))
             if check.size == 0:
                 raise Refused("no payload found", status=StatusCode.NO_PAYLOAD)
             check.finish()
             blob.write(sealing.finish())
-            now = self.clock.now()
-            seal = sealing.seal(self.hosted[envelope.sender].signer, now)
+            seal = sealing.seal(self.hosted[envelope.sender].signer, self.clock.now())
             path = blob.close()
-            self.store.sync_blobs()
         except BaseException:
             blob.discard()
             raise
+        return SealedPart(path, blob.sha256, seal, tuple(plan), check.size, check.namespace, acceptance)
+
+    def persist(self, envelope: Envelope, envelope_xml: bytes, parts: list[SealedPart], decisions: dict, content_sha256: str) -> Accepted:
+        """Persist + 202: one transaction for every recipient's row; blobs are durable first."""
+        self.store.sync_blobs()
+        now = self.clock.now()
         expires = envelope.message_date + timedelta(days=self.config.delivery.expiry_days)
-        rows = [
-            {
-                "sender": str(envelope.sender),
-                "message_id": envelope.message_id,
-                "recipient": str(recipient),
-                "message_type": envelope.message_type,
-                "message_class": envelope.message_class,
-                "message_date": envelope.message_date.timestamp(),
-                "envelope": envelope_xml,
-                "seal": seal,
-                "blob": str(path),
-                "ciphertext_sha256": blob.sha256,
-                "via": via,
-                "next_attempt": now.timestamp(),
-                "expires": expires.timestamp(),
-            }
-            for recipient, via, _ in plan
-        ]
-        detail = f"{check.size} bytes" + (f", {check.namespace}" if check.namespace else "")
-        events = [(None, self.event("accepted", detail=detail)), (None, self.event("validated", detail=acceptance.value)), (None, self.event("sealed"))]
+        rows = []
+        for part in parts:
+            for recipient, via, _ in part.plan:
+                rows.append({
+                    "sender": str(envelope.sender), "message_id": envelope.message_id, "recipient": str(recipient),
+                    "message_type": envelope.message_type, "message_class": envelope.message_class,
+                    "message_date": envelope.message_date.timestamp(), "envelope": envelope_xml, "seal": part.seal,
+                    "blob": str(part.blob), "ciphertext_sha256": part.ciphertext_sha256, "via": via,
+                    "next_attempt": now.timestamp(), "expires": expires.timestamp(),
+                })  # fmt: skip
+        first = parts[0]
+        detail = f"{first.size} bytes" + (f", {first.namespace}" if first.namespace else "")
+        events = [(None, self.event("accepted", detail=detail)), (None, self.event("validated", detail=first.acceptance.value))]
+        for recipient, decision in decisions.items():
+            summary = f"allowed by {', '.join(decision.rule_ids)}; purpose: {'; '.join(decision.purpose)}"
+            if decision.redactions:
+                summary += f"; removed: {', '.join(decision.redactions)}"
+            events.append((recipient, self.event("policy", detail=summary[:500])))
+        events.append((None, self.event("sealed", detail=f"{len(parts)} ciphertext(s)")))
         outcome = self.store.submit(
-            sender=str(envelope.sender),
-            message_id=envelope.message_id,
-            content_sha256=content.hexdigest(),
-            rows=rows,
-            events=events,
-            now=now.timestamp(),
-        )
+            sender=str(envelope.sender), message_id=envelope.message_id, content_sha256=content_sha256,
+            rows=rows, events=events, now=now.timestamp(),
+        )  # fmt: skip
         if outcome is not Outcome.NEW:
-            path.unlink(missing_ok=True)
+            for part in parts:
+                part.blob.unlink(missing_ok=True)
         if outcome is Outcome.CONFLICT:
             raise Refused(
                 f"messageId {envelope.message_id} was already used by {envelope.sender}",
@@ -291,6 +361,13 @@ class Node:
         keys = self.hosted.get(recipient)
         if keys is None:
             raise Refused(f"recipient {recipient} is not hosted on node {self.id}", status=StatusCode.UNKNOWN_RECIPIENT)
+        if self.policies is not None:
+            # Policy (ingress): the destination re-checks the envelope-level rules for its recipient.
+            request = PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class,
+                                    verified.plaintext_length, None)  # fmt: skip
+            decision = self.policies.engine.decide(request, self.clock.now(), "destination")
+            if not decision.allowed:
+                raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_RECEIVE)
         return verified, envelope, keys
 
     async def receive(self, header: TransferHeader, ciphertext: AsyncIterator[bytes], peer: str | None) -> StoredReceipt:
@@ -548,6 +625,24 @@ class Node:
 
 class TemporaryFailure(Exception):
     """A transfer that should be retried later."""
+
+
+async def _hashed(chunks: AsyncIterator[bytes], digest) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _facts_of(payload: bytes) -> PayloadFacts | None:
+    """Payload facts for the policy, or None when the payload is not XML (policy conditions on it cannot hold)."""
+    try:
+        return payload_facts(parse_xml(payload))
+    except GatewayError:
+        return None
 
 
 def _strictest(modes: Iterable[PayloadAcceptance]) -> PayloadAcceptance:

@@ -1,0 +1,134 @@
+"""The policy stage at every hop: denials stop the message before the next hop, redactions happen at the origin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from gateway.federation import NodeSpec, build_federation
+from gateway.samples import discover
+from gateway.transport import TransferHeader
+
+from ..conftest import KANTON, LUZERN, SAMPLES, XSD
+from .nodes import client, running, sample_envelope
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
+KRIENS = "1-1059-1"
+BFS = "3-CH-1"
+ALL = discover(SAMPLES)
+_SAMPLE = next(s for s in ALL if s.name.startswith("openech-ech0020-v2.2/movein-personsecondaryresidence"))
+
+
+class _Production:
+    """The open-eCH sample flagged as production data (the original says testDeliveryFlag=true)."""
+
+    name = _SAMPLE.name
+    data = _SAMPLE.data
+    envelope = None
+    namespace = _SAMPLE.namespace
+
+    @staticmethod
+    def payload() -> bytes:
+        flipped = _SAMPLE.payload().replace(b"testDeliveryFlag>true<", b"testDeliveryFlag>false<")
+        assert flipped != _SAMPLE.payload()
+        return flipped
+
+
+MOVE_IN = _Production()
+E20 = "http://www.ech.ch/xmlns/eCH-0020/2"
+
+
+@pytest.fixture
+def governed(tmp_path):
+    """Luzern on its own node; the canton, Kriens and BFS on the cantonal node; the demo policies on both."""
+    return build_federation(
+        tmp_path / "governed",
+        [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-kanton", [KANTON, KRIENS, BFS])],
+        schemas=XSD, policies=POLICIES, delivery_toml="poll_seconds = 0.05",
+    )  # fmt: skip
+
+
+async def send(federation, sample, recipient, clock, message_type=20201):
+    message_id, envelope = sample_envelope(sample, LUZERN, recipient, clock.now())
+    envelope = envelope.replace(b">20001<", f">{message_type}<".encode())
+    async with client(federation, LUZERN) as api:
+        status, body = await api.submit(envelope, sample.payload(), sample.data.name)
+    return message_id, status, body
+
+
+async def test_a_permitted_message_carries_its_purpose_and_legal_basis_on_the_timeline(governed, clock):
+    """A Gemeinde's eCH-0020 event to the cantonal register is allowed, and the timeline names the rule."""
+    async with running(governed, clock) as nodes:
+        message_id, status, body = await send(governed, MOVE_IN, KANTON, clock)
+        assert status == 202, body
+        assert await nodes["node-luzern"].forward_due() == 1
+        events = nodes["node-luzern"].store.timeline(LUZERN, message_id)
+        (policy,) = [e for e in events if e.kind == "policy"]
+        assert "lu-gemeinden-an-kantonsregister" in policy.detail and "purpose" in policy.detail
+        async with client(governed, KANTON) as api:
+            assert await api.payload(KANTON, LUZERN, message_id) == MOVE_IN.payload()
+
+
+async def test_religion_is_removed_for_a_gemeinde_and_the_result_still_validates(governed, clock, catalog):
+    """The move-in to Kriens arrives without religion, schema-valid, everything else kept."""
+    async with running(governed, clock) as nodes:
+        message_id, status, body = await send(governed, MOVE_IN, KRIENS, clock)
+        assert status == 202, body
+        assert await nodes["node-luzern"].forward_due() == 1
+        async with client(governed, KRIENS) as api:
+            delivered = await api.payload(KRIENS, LUZERN, message_id)
+        tree = etree.fromstring(delivered).getroottree()
+        catalog.validate(tree)
+        assert tree.findall(f".//{{{E20}}}religion") == []
+        original = etree.fromstring(MOVE_IN.payload())
+        assert len(original.findall(f".//{{{E20}}}religion")) == 1
+        assert tree.findtext(f".//{{{E20}}}moveInPerson//{{http://www.ech.ch/xmlns/eCH-0044/1}}vn") == original.findtext(
+            f".//{{{E20}}}moveInPerson//{{http://www.ech.ch/xmlns/eCH-0044/1}}vn"
+        )
+        events = nodes["node-luzern"].store.timeline(LUZERN, message_id)
+        assert any(e.kind == "policy" and "removed" in e.detail and "religion" in e.detail for e in events)
+
+
+async def test_a_test_delivery_never_reaches_a_production_participant(governed, clock):
+    """The unmodified sample (testDeliveryFlag=true) is refused for the production cantonal register."""
+    async with running(governed, clock) as nodes:
+        message_id, status, body = await send(governed, _SAMPLE, KANTON, clock)
+        assert status == 403 and body["statusCode"] == 311, body
+        assert nodes["node-luzern"].store.queued() == []
+
+
+async def test_a_denied_message_is_refused_at_the_origin_and_never_reaches_the_peer(governed, clock):
+    """Stadt Luzern may not send directly to BFS: 310/311 at the origin, nothing queued, nothing at the peer."""
+    async with running(governed, clock) as nodes:
+        message_id, status, body = await send(governed, MOVE_IN, BFS, clock)
+        assert status == 403 and body["statusCode"] in (310, 311), body
+        assert nodes["node-luzern"].store.queued() == []
+        await nodes["node-luzern"].forward_due()
+        assert nodes["node-kanton"].store.inbox(BFS) == []
+        assert nodes["node-kanton"].store.timeline(LUZERN, message_id) == []
+
+
+async def test_the_destination_refuses_what_its_own_policy_forbids(governed, clock, tmp_path):
+    """A transfer the destination's envelope-level rules do not permit is refused there (ingress check)."""
+    async with running(governed, clock) as nodes:
+        message_id, status, _ = await send(governed, MOVE_IN, KANTON, clock)
+        assert status == 202
+        (item,) = nodes["node-luzern"].store.queued()
+        kanton = nodes["node-kanton"]
+        # The canton's node now runs a policy set without the Gemeinden → canton permit.
+        from gateway.policy import PolicyStore, load_policy_set
+
+        strict = tmp_path / "strict"
+        strict.mkdir()
+        (strict / "participants.toml").write_text((POLICIES / "participants.toml").read_text())
+        kanton.policies = PolicyStore(load_policy_set([strict]), clock=clock.now)
+
+        async def body():
+            yield item.blob.read_bytes()
+
+        header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal)
+        receipt = await kanton.receive(header, body(), peer="node-luzern")
+        assert receipt.status in (310, 311)
+        assert kanton.store.inbox(KANTON) == []
