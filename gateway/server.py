@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -11,6 +10,7 @@ from aiohttp import web
 
 from .api import local_api, node_api
 from .config import NodeConfig
+from .folders import participant_folders
 from .node import Node
 from .transport import server_context
 
@@ -36,6 +36,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     try:
         runners = await start_listeners(node)
         forwarder = asyncio.create_task(node.run_forwarder(), name="forwarder")
+        folders = [asyncio.create_task(f.run(), name=f"folder-{f.participant}") for f in participant_folders(node)]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,9 +47,9 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         if ready is not None:
             ready.set()
         await stop.wait()
-        forwarder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await forwarder
+        for task in (forwarder, *folders):
+            task.cancel()
+        await asyncio.gather(forwarder, *folders, return_exceptions=True)
     finally:
         for runner in runners:
             await runner.cleanup()
