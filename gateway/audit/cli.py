@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -36,6 +37,13 @@ def _time(text: str) -> datetime:
     return moment
 
 
+def _public_key(path: Path):
+    try:
+        return load_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot load verification key {path}: {exc}") from None
+
+
 def _signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -44,13 +52,16 @@ def _signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def _open(args: argparse.Namespace) -> AuditLog:
-    conn = connect(args.log, read_only=True)
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
-    finally:
-        conn.close()
+        conn = connect(args.log, read_only=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        row = None
     if row is None:
-        raise SystemExit("not an audit log file")
+        raise SystemExit(f"not an audit log file: {args.log}")
     return AuditLog.open(args.log, node=row[0], signing_key=lambda: _signing_key(args.signing_key))
 
 
@@ -71,7 +82,7 @@ def _now() -> datetime:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        result = verify_log(args.log, load_public_key(args.key.read_bytes()), origin=args.origin)
+        result = verify_log(args.log, _public_key(args.key), origin=args.origin)
     except AuditVerificationError as exc:
         print(f"INVALID: {exc}", file=sys.stderr)
         return 1
@@ -112,7 +123,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify_export(args: argparse.Namespace) -> int:
     try:
-        result = verify_export(Path(args.file).read_text("utf-8"), load_public_key(args.key.read_bytes()), origin=args.origin)
+        result = verify_export(Path(args.file).read_text("utf-8"), _public_key(args.key), origin=args.origin)
     except AuditVerificationError as exc:
         print(f"INVALID: {exc}", file=sys.stderr)
         return 1
@@ -124,7 +135,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     keys = {}
     for item in args.key:
         node, _, pem = item.partition("=")
-        keys[node] = load_public_key(Path(pem).read_bytes())
+        keys[node] = _public_key(Path(pem))
     verified = []
     try:
         for name in args.exports:

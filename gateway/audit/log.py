@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -29,6 +30,7 @@ from .record import Action, Actor, AuditRecord, Role, format_time
 DEFAULT_RETENTION = timedelta(days=366)
 SCHEMA_VERSION = "1"
 
+_T = TypeVar("_T")
 KeySource = ec.EllipticCurvePrivateKey | Callable[[], ec.EllipticCurvePrivateKey] | None
 
 _SCHEMA = """
@@ -200,7 +202,8 @@ class AuditLog:
         )
         return signed
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], object]) -> object:
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction (one fsync); fail closed on any SQLite error."""
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -250,7 +253,7 @@ class AuditLog:
                 signed = self._write_checkpoint(conn, frontier, when, key).checkpoint
             return frontier, list(range(start, frontier.size)), signed
 
-        frontier, indices, signed = self._transaction(work)  # type: ignore[misc]
+        frontier, indices, signed = self._transaction(work)
         self._frontier = frontier
         if signed is not None:
             self._last_checkpoint = signed
@@ -260,7 +263,6 @@ class AuditLog:
         """Sign and store a checkpoint of the current size and root, now."""
         key = self._key()
         signed = self._transaction(lambda conn: self._write_checkpoint(conn, self._frontier, now, key))
-        assert isinstance(signed, SignedCheckpoint)
         self._last_checkpoint = signed.checkpoint
         return signed
 
@@ -286,8 +288,8 @@ class AuditLog:
         return SignedCheckpoint(Checkpoint.parse(bytes(row[0])), bytes(row[1]))
 
     def tree(self, size: int | None = None) -> MerkleTree:
-        sql = "SELECT leaf_hash FROM records ORDER BY idx"
-        rows = self._read().execute(sql + (" LIMIT ?" if size is not None else ""), (size,) if size is not None else ())
+        """The Merkle tree over the first ``size`` stored leaf hashes (all by default)."""
+        rows = self._read().execute("SELECT leaf_hash FROM records ORDER BY idx LIMIT ?", (-1 if size is None else size,))
         return MerkleTree([bytes(row[0]) for row in rows])
 
     def iter_records(
@@ -338,7 +340,7 @@ class AuditLog:
             ]
         )
         self.checkpoint(now)
-        count = self._transaction(
+        count: int = self._transaction(
             lambda c: c.execute("UPDATE records SET body = NULL WHERE idx < ? AND body IS NOT NULL", (cut,)).rowcount
         )
         try:
@@ -346,5 +348,4 @@ class AuditLog:
             self._read().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise AuditUnavailable("audit log cannot complete the prune") from exc
-        assert isinstance(count, int)
         return count

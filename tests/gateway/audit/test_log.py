@@ -1,0 +1,175 @@
+"""The append-only log: group commit, checkpoints, fail-closed writes, recovery and retention."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import DEFAULT_RETENTION, AuditLog, AuditUnavailable, verify_log
+from gateway.audit.merkle import leaf_hash, root_of
+from gateway.ids import StatusCode
+
+from .conftest import AUDITOR, NODE, T0, message_record, test_key
+
+
+def test_append_returns_consecutive_indices_across_batches(log: AuditLog):
+    """Each batch gets the next indices, in the order of the records."""
+    assert log.append([message_record(i) for i in range(3)]) == [0, 1, 2]
+    assert log.append([message_record(3)]) == [3]
+    assert log.append([]) == []
+    assert log.size == 4
+
+
+def test_records_are_stored_as_the_exact_bytes_that_are_hashed(log: AuditLog, log_path: Path):
+    """The stored body is the canonical JSON and the stored leaf hash is SHA-256(0x00 || body)."""
+    records = [message_record(i) for i in range(3)]
+    log.append(records)
+    rows = sqlite3.connect(log_path).execute("SELECT body, leaf_hash FROM records ORDER BY idx").fetchall()
+    assert [bytes(b) for b, _ in rows] == [r.canonical_bytes() for r in records]
+    assert [bytes(h) for _, h in rows] == [leaf_hash(r.canonical_bytes()) for r in records]
+
+
+def test_the_log_file_uses_wal_and_full_sync(log: AuditLog, log_path: Path):
+    """The log's own connection runs in WAL mode with synchronous=FULL."""
+    log.append([message_record(0)])
+    assert sqlite3.connect(log_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_the_first_batch_and_every_nth_record_get_a_signed_checkpoint(log_path: Path):
+    """Checkpoints are signed in the append transaction when the count or the interval is reached."""
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=3,
+                       checkpoint_interval=timedelta(hours=1)) as log:
+        log.append([message_record(0)])
+        assert log.latest_checkpoint().checkpoint.size == 1
+        log.append([message_record(1)])
+        assert log.latest_checkpoint().checkpoint.size == 1
+        log.append([message_record(2), message_record(3)])
+        assert log.latest_checkpoint().checkpoint.size == 4
+        log.append([message_record(4, when=T0 + timedelta(hours=2))])
+        latest = log.latest_checkpoint().checkpoint
+        assert latest.size == 5
+        assert latest.root == root_of([leaf_hash(message_record(i, when=T0 + timedelta(hours=2) if i == 4 else None)
+                                                 .canonical_bytes()) for i in range(5)])
+
+
+def test_checkpoints_can_be_signed_on_demand(log: AuditLog):
+    """checkpoint(now) signs the current size and root with the given time."""
+    log.append([message_record(i) for i in range(2)])
+    signed = log.checkpoint(T0 + timedelta(days=1))
+    assert (signed.checkpoint.size, signed.checkpoint.time) == (2, T0 + timedelta(days=1))
+    assert log.latest_checkpoint() == signed
+
+
+def test_a_log_file_of_another_node_is_refused(log: AuditLog, log_path: Path):
+    """Opening a node's log under another node id fails, and so does appending a foreign record."""
+    log.append([message_record(0)])
+    with pytest.raises(ValueError):
+        AuditLog.open(log_path, node="node-be", signing_key=test_key())
+    with pytest.raises(ValueError):
+        log.append([message_record(1, node="node-be")])
+
+
+def test_appends_by_another_process_are_picked_up(log_path: Path, public_pem: Path):
+    """Two handles on one file interleave appends without clashing indices, and the log still verifies."""
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=1) as first, \
+            AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=1) as second:
+        assert first.append([message_record(0)]) == [0]
+        assert second.append([message_record(1)]) == [1]
+        assert first.append([message_record(2)]) == [2]
+    assert verify_log(log_path, test_key().public_key()).size == 3
+
+
+def test_a_locked_database_fails_closed_and_recovers(log_path: Path):
+    """While another writer holds the lock, append raises AuditUnavailable (403) and writes nothing; then it works."""
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), busy_timeout=0.01) as log:
+        log.append([message_record(0)])
+        blocker = sqlite3.connect(log_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(AuditUnavailable) as caught:
+            log.append([message_record(1), message_record(2)])
+        assert caught.value.status is StatusCode.LOGGING_NOT_REACHABLE
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert log.size == 1
+        assert log.append([message_record(1)]) == [1]
+    assert verify_log(log_path, test_key().public_key()).size == 2
+
+
+def test_an_unavailable_signing_key_fails_closed_and_recovers(log_path: Path):
+    """When the key store fails, append raises AuditUnavailable and writes nothing; once back, append works."""
+    available = {"now": False}
+
+    def key_store():
+        if not available["now"]:
+            raise OSError("HSM not reachable")
+        return test_key()
+
+    with AuditLog.open(log_path, node=NODE, signing_key=key_store) as log:
+        with pytest.raises(AuditUnavailable):
+            log.append([message_record(0)])
+        assert log.size == 0
+        available["now"] = True
+        assert log.append([message_record(0)]) == [0]
+
+
+def test_a_log_opened_without_key_refuses_to_append(log_path: Path):
+    """A read-only handle (no signing key) fails closed on append."""
+    with AuditLog.open(log_path, node=NODE, signing_key=None) as log:
+        with pytest.raises(AuditUnavailable):
+            log.append([message_record(0)])
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr not installed")
+def test_an_immutable_log_file_fails_closed_and_recovers_without_restart(log_path: Path):
+    """With the database and WAL files made immutable, append raises AuditUnavailable; after lifting it, append works.
+
+    Tests run as root, which ignores permission bits, so the files get the ext4 immutable
+    attribute (``chattr +i``), which binds root too: the kernel refuses every write to the
+    open WAL (SQLite reports a disk I/O error) and re-opening gives a read-only database.
+    The ``-shm`` file is left writable on purpose: SQLite maps it into memory, and a
+    write-refused mapping kills the process with SIGBUS instead of returning an error.
+    """
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+        log.append([message_record(0)])
+        files = [str(log_path), f"{log_path}-wal"]
+        if subprocess.run(["chattr", "+i", *files], capture_output=True).returncode != 0:
+            pytest.skip("filesystem does not support the immutable attribute")
+        try:
+            with pytest.raises(AuditUnavailable):
+                log.append([message_record(1)])
+            with pytest.raises(AuditUnavailable):
+                log.append([message_record(1)])
+        finally:
+            subprocess.run(["chattr", "-i", *files], check=True)
+        assert log.append([message_record(1)]) == [1]
+    assert verify_log(log_path, test_key().public_key()).size == 2
+
+
+def test_prune_refuses_to_cut_inside_the_retention_period(log: AuditLog):
+    """Records younger than the default retention (at least a year) cannot be pruned."""
+    log.append([message_record(0)])
+    assert DEFAULT_RETENTION >= timedelta(days=365)
+    with pytest.raises(ValueError):
+        log.prune(T0 + timedelta(seconds=1), now=T0 + timedelta(days=30), actor=AUDITOR)
+
+
+def test_prune_drops_old_bodies_and_the_log_still_verifies(log_path: Path):
+    """Pruning removes old bodies from the file, keeps their leaf hashes, and the whole log still verifies."""
+    old = [message_record(i, message_id=f"old-{i}") for i in range(4)]
+    new = [message_record(i, message_id=f"new-{i}", when=T0 + timedelta(days=400 + i)) for i in range(3)]
+    now = T0 + timedelta(days=800)
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+        log.append(old)
+        log.append(new)
+        assert log.prune(T0 + timedelta(days=10), now=now, actor=AUDITOR) == 4
+        assert [r.message_id for _, _, r in log.iter_records()][:3] == ["new-0", "new-1", "new-2"]
+    raw = b"".join(p.read_bytes() for p in log_path.parent.glob("audit.sqlite*"))
+    assert b'"old-0"' not in raw and b'"new-0"' in raw
+    result = verify_log(log_path, test_key().public_key())
+    assert (result.size, result.pruned, result.unsigned_tail) == (8, 4, 0)

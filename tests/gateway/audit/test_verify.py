@@ -1,0 +1,263 @@
+"""Whole-log verification: every kind of tampering with the SQLite file is caught at the right index."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.audit import AuditLog, AuditVerificationError, verify_log
+from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.merkle import leaf_hash
+from gateway.audit.record import canonical_json
+
+from .conftest import NODE, T0, message_record, test_key
+
+SIZE = 6
+
+
+def build(path: Path, *, checkpoint_every: int = 1) -> None:
+    """One record per append; with checkpoint_every=1 every size 1..SIZE is signed."""
+    with AuditLog.open(path, node=NODE, signing_key=test_key(), checkpoint_every=checkpoint_every) as log:
+        for i in range(SIZE):
+            log.append([message_record(i, person_refs=("ab" * 32,))])
+
+
+def tamper(path: Path, change: Callable[[sqlite3.Connection], None]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    change(conn)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def body(conn: sqlite3.Connection, idx: int) -> dict:
+    return json.loads(conn.execute("SELECT body FROM records WHERE idx=?", (idx,)).fetchone()[0])
+
+
+def set_body(conn: sqlite3.Connection, idx: int, obj: dict, *, rehash: bool) -> None:
+    data = canonical_json(obj)
+    if rehash:
+        conn.execute("UPDATE records SET body=?, leaf_hash=? WHERE idx=?", (data, leaf_hash(data), idx))
+    else:
+        conn.execute("UPDATE records SET body=? WHERE idx=?", (data, idx))
+
+
+def assert_bad_at(path: Path, index: int | None) -> AuditVerificationError:
+    with pytest.raises(AuditVerificationError) as caught:
+        verify_log(path, test_key().public_key())
+    assert caught.value.index == index
+    return caught.value
+
+
+def field_changes() -> list[tuple[str, Callable[[dict], None]]]:
+    def setter(*keys: str, value: object) -> Callable[[dict], None]:
+        def change(obj: dict) -> None:
+            target = obj
+            for key in keys[:-1]:
+                target = target[key]
+            target[keys[-1]] = value
+        return change
+
+    return [
+        ("action", setter("action", value="refused")),
+        ("actor.id", setter("actor", "id", value="someone-else")),
+        ("actor.kind", setter("actor", "kind", value="admin")),
+        ("details", setter("details", value={"note": "x"})),
+        ("envelope.sender", setter("envelope", "sender", value="1-1059-1")),
+        ("envelope.recipients", setter("envelope", "recipients", value=["3-CH-1"])),
+        ("envelope.message_type", setter("envelope", "message_type", value="99")),
+        ("envelope.message_class", setter("envelope", "message_class", value="1")),
+        ("envelope.message_date", setter("envelope", "message_date", value="2026-03-02T08:00:00")),
+        ("message_id", setter("message_id", value="msg-other")),
+        ("node", setter("node", value="node-be")),
+        ("outcome", setter("outcome", value="error")),
+        ("person_refs", setter("person_refs", value=[])),
+        ("policy.legal_basis", setter("policy", "legal_basis", value="none")),
+        ("policy.purpose", setter("policy", "purpose", value="marketing")),
+        ("policy.redactions", setter("policy", "redactions", value=[])),
+        ("policy.revision", setter("policy", "revision", value="r8")),
+        ("policy.rule_ids", setter("policy", "rule_ids", value=["allow-all"])),
+        ("receipt_code", setter("receipt_code", value=100)),
+        ("received_digest", setter("received_digest", value="f" * 64)),
+        ("role", setter("role", value="relay")),
+        ("sent_digest", setter("sent_digest", value="e" * 64)),
+        ("time", setter("time", value="2026-03-01T09:00:00.000000Z")),
+        ("v", setter("v", value=2)),
+    ]
+
+
+def test_an_untouched_log_verifies(tmp_path: Path):
+    """A log written by the node verifies, with every record covered by a checkpoint."""
+    build(tmp_path / "a.sqlite")
+    result = verify_log(tmp_path / "a.sqlite", test_key().public_key())
+    assert (result.size, result.checkpoints, result.unsigned_tail) == (SIZE, SIZE, 0)
+
+
+def test_the_field_list_covers_every_field_of_a_record():
+    """The tampering cases below touch every top-level and nested field of a stored record."""
+    obj = message_record(0).to_json()
+    every = {k for k, v in obj.items() if not isinstance(v, dict) or not v} | {
+        f"{k}.{n}" for k, v in obj.items() if isinstance(v, dict) and v for n in v
+    } | {"details"}
+    assert {name for name, _ in field_changes()} == every
+
+
+@pytest.mark.parametrize("rehash", [False, True], ids=["body-only", "body-and-leaf-hash"])
+@pytest.mark.parametrize("name,change", field_changes(), ids=[n for n, _ in field_changes()])
+def test_changing_any_field_is_detected_at_its_index(tmp_path: Path, name: str, change, rehash: bool):
+    """Editing one field of record 3 in the SQLite file fails verification at index 3, even with a recomputed leaf hash."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+
+    def edit(conn: sqlite3.Connection) -> None:
+        obj = body(conn, 3)
+        change(obj)
+        set_body(conn, 3, obj, rehash=rehash)
+
+    tamper(path, edit)
+    assert_bad_at(path, 3)
+
+
+def test_a_deleted_record_is_detected_at_its_index(tmp_path: Path):
+    """Deleting record 2 leaves a gap reported at index 2."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    tamper(path, lambda c: c.execute("DELETE FROM records WHERE idx=2"))
+    assert "missing" in assert_bad_at(path, 2).reason
+
+
+def test_a_deleted_and_renumbered_record_is_detected_at_its_index(tmp_path: Path):
+    """Deleting record 2 and closing the gap is reported at index 2."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+
+    def edit(c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM records WHERE idx=2")
+        c.execute("UPDATE records SET idx=-idx WHERE idx>2")
+        c.execute("UPDATE records SET idx=-idx-1 WHERE idx<0")
+
+    tamper(path, edit)
+    assert_bad_at(path, 2)
+
+
+def test_an_inserted_record_is_detected_at_its_index(tmp_path: Path):
+    """A well-formed record inserted at position 2 (the rest shifted up) is reported at index 2."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    forged = message_record(99).canonical_bytes()
+
+    def edit(c: sqlite3.Connection) -> None:
+        c.execute("UPDATE records SET idx=-idx-1 WHERE idx>=2")
+        c.execute("UPDATE records SET idx=-idx WHERE idx<0")
+        c.execute("INSERT INTO records VALUES (2, ?, ?, ?)", ("2026-03-01T08:00:02.500000Z", leaf_hash(forged), forged))
+
+    tamper(path, edit)
+    assert_bad_at(path, 2)
+
+
+def test_an_appended_record_without_checkpoint_is_only_an_unsigned_tail(tmp_path: Path):
+    """A record added after the newest checkpoint is not verified, and the result says so."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    forged = message_record(99).canonical_bytes()
+    tamper(path, lambda c: c.execute("INSERT INTO records VALUES (?, 'x', ?, ?)", (SIZE, leaf_hash(forged), forged)))
+    assert verify_log(path, test_key().public_key()).unsigned_tail == 1
+
+
+@pytest.mark.parametrize("columns", ["body", "time, leaf_hash, body"], ids=["bodies", "whole-rows"])
+def test_two_swapped_records_are_detected_at_the_first(tmp_path: Path, columns: str):
+    """Swapping records 1 and 4 (their bodies, or whole rows) is reported at index 1."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+
+    def edit(c: sqlite3.Connection) -> None:
+        c.execute("UPDATE records SET idx=-1 WHERE idx=1")
+        c.execute("UPDATE records SET idx=1 WHERE idx=4")
+        c.execute("UPDATE records SET idx=4 WHERE idx=-1")
+        if columns == "body":  # put the leaf hashes back where they were
+            rows = dict(c.execute("SELECT idx, leaf_hash FROM records WHERE idx IN (1, 4)").fetchall())
+            c.execute("UPDATE records SET leaf_hash=? WHERE idx=1", (rows[4],))
+            c.execute("UPDATE records SET leaf_hash=? WHERE idx=4", (rows[1],))
+
+    tamper(path, edit)
+    assert_bad_at(path, 1)
+
+
+def test_a_truncated_tail_is_detected_at_the_first_missing_index(tmp_path: Path):
+    """Deleting the last two records is reported at index SIZE-2."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    tamper(path, lambda c: c.execute("DELETE FROM records WHERE idx>=?", (SIZE - 2,)))
+    assert "truncated" in assert_bad_at(path, SIZE - 2).reason
+
+
+def test_with_sparse_checkpoints_a_rewrite_is_located_between_checkpoints(tmp_path: Path):
+    """With checkpoints every 4 records, a consistent rewrite of record 5 is reported from index 4, the last good size."""
+    path = tmp_path / "a.sqlite"
+    build(path, checkpoint_every=4)  # checkpoints at sizes 1 and 5, then the tail
+
+    with AuditLog.open(path, node=NODE, signing_key=test_key()) as log:
+        log.checkpoint(T0 + timedelta(hours=1))  # cover the tail: sizes 1, 5, 6
+
+    def edit(conn: sqlite3.Connection) -> None:
+        obj = body(conn, 5)
+        obj["outcome"] = "error"
+        set_body(conn, 5, obj, rehash=True)
+
+    tamper(path, edit)
+    error = assert_bad_at(path, 5)
+    assert "[5, 6)" in error.reason
+
+
+def test_a_forged_checkpoint_is_detected(tmp_path: Path):
+    """A checkpoint whose root was edited, or one signed by another key, fails verification."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+
+    def edit_root(c: sqlite3.Connection) -> None:
+        note = bytes(c.execute("SELECT note FROM checkpoints WHERE size=3").fetchone()[0])
+        lines = note.split(b"\n")
+        lines[3] = lines[3][:-3] + (b"AA=" if lines[3][-3:] != b"AA=" else b"AB=")
+        c.execute("UPDATE checkpoints SET note=? WHERE size=3", (b"\n".join(lines),))
+
+    tamper(path, edit_root)
+    assert "signature" in assert_bad_at(path, None).reason
+
+    other = tmp_path / "b.sqlite"
+    build(other)
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    fake = Checkpoint(NODE, SIZE, b"\x00" * 32, T0).signed_bytes()
+    tamper(other, lambda c: c.execute("INSERT INTO checkpoints (size, note, signature) VALUES (?, ?, ?)",
+                                      (SIZE, fake, attacker.sign(fake, ec.ECDSA(hashes.SHA256())))))
+    assert "signature" in assert_bad_at(other, None).reason
+
+
+def test_a_log_without_any_checkpoint_does_not_verify(tmp_path: Path):
+    """Deleting every checkpoint leaves a log that nothing vouches for, reported at index 0."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    tamper(path, lambda c: c.execute("DELETE FROM checkpoints"))
+    assert_bad_at(path, 0)
+
+
+
+def test_a_later_edit_does_not_hide_an_earlier_one(tmp_path: Path):
+    """With records 4 and 5 both edited, verification reports index 4."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+
+    def edit(conn: sqlite3.Connection) -> None:
+        for idx in (5, 4):
+            obj = body(conn, idx)
+            obj["outcome"] = "error"
+            set_body(conn, idx, obj, rehash=False)
+
+    tamper(path, edit)
+    assert_bad_at(path, 4)
