@@ -135,6 +135,8 @@ class NodeConfig:
     delivery: Delivery = field(default_factory=Delivery)
     limits: Limits = field(default_factory=Limits)
     policies: Path | None = None  # a policy directory or file; None: no policy stage (development only)
+    audit_log: Path | None = None  # the audit log's own SQLite file (never inside the message store)
+    audit_secret: Path | None = None  # per-deployment secret for keyed person hashes in audit records
 
     def hosted(self, participant: ParticipantId) -> HostedParticipant | None:
         return next((p for p in self.participants if p.id == participant), None)
@@ -313,6 +315,8 @@ def load_config(path: Path | str) -> NodeConfig:
         store=node.path("store", must_exist=False),
         schemas=node.path("schemas"),
         policies=node.path("policies") if "policies" in node.data else None,
+        audit_log=node.path("audit_log", must_exist=False, default="audit/audit.db"),
+        audit_secret=node.path("audit_secret") if "audit_secret" in node.data else None,
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),

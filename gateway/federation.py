@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -105,6 +106,11 @@ def build_federation(
             issued[participant] = ca.issue_participant(ParticipantId(participant), pki / "participants")
             federation.tokens[participant] = secrets.token_urlsafe(24)
     route_payload = route_payload or {}
+    secret = directory / "audit-secret"
+    if not secret.exists():
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
+        with open(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
     for node in nodes:
         lines = [
             "[node]",
@@ -114,6 +120,8 @@ def build_federation(
             f'listen = {{ host = "127.0.0.1", port = {node.listen_port} }}',
             f'api = {{ host = "127.0.0.1", port = {node.api_port} }}',
             *([f'policies = "{Path(policies).resolve()}"'] if policies else []),
+            'audit_log = "audit/audit.db"',
+            f'audit_secret = "{secret}"',
             "",
             "[tls]",
             f'certificate = "{issued[node.id].certificate}"',

@@ -49,6 +49,8 @@ from .crypto.seal import (
 from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
 from .payload import PayloadCheck
+from .audit import Action, Actor, ActorKind, AuditLog, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
+from .audit import Outcome as AuditOutcome
 from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
 from .safexml import parse_xml
 from .pki import load_certificate, load_private_key
@@ -129,6 +131,11 @@ class Node:
         self.policies = PolicyStore(load_policy_set([config.policies]), clock=self.clock.now) if config.policies else None
         self.store = Store(config.store)
         self.store.remove_orphan_blobs()
+        # SECURITY: no audit record, no processing. The log lives in its own file and is
+        # signed with the node's key; a failing append refuses the message with 403.
+        config.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditLog.open(config.audit_log, node=self.id, signing_key=load_private_key(config.tls.private_key))
+        self.person_secret = config.audit_secret.read_bytes() if config.audit_secret else None
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -138,6 +145,27 @@ class Node:
         signer = SigningIdentity.from_key(str(participant.id), load_private_key(participant.signing_key), signing_cert)
         decryptor = EncryptionIdentity(str(participant.id), ECKey.import_key(load_private_key(participant.encryption_key)))
         return HostedKeys(participant.id, signer, decryptor)
+
+    def audit_record(
+        self, envelope: Envelope, action: Action, role: Role, actor: Actor, *, outcome=AuditOutcome.OK,
+        received=None, sent=None, policy=None, receipt_code=None, refs=(), recipients=None,
+    ) -> AuditRecord:  # fmt: skip
+        meta = EnvelopeMeta(
+            sender=str(envelope.sender),
+            recipients=tuple(recipients or (str(r) for r in envelope.recipients)),
+            message_type=str(envelope.message_type),
+            message_class=str(envelope.message_class),
+            message_date=envelope.message_date.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        return AuditRecord(
+            time=self.clock.now(), node=self.id, role=role, action=action, actor=actor, outcome=outcome,
+            message_id=envelope.message_id, envelope=meta, received_digest=received, sent_digest=sent,
+            policy=policy, receipt_code=receipt_code, person_refs=tuple(refs),
+        )  # fmt: skip
+
+    def audit_append(self, records: list[AuditRecord]) -> None:
+        """Append durably or raise AuditUnavailable (403): the caller must not go on."""
+        self.audit.append(records, now=self.clock.now())
 
     def event(self, kind: str, *, status: int | None = None, detail: str | None = None) -> Event:
         return Event(time=self.clock.timestamp(), node=self.id, kind=kind, status=status, detail=detail)
@@ -196,12 +224,13 @@ class Node:
             self.check_message_date(envelope)
             content = new_hash()
             content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
+            actor = Actor(ActorKind.LOCAL_SYSTEM, system.name if system else f"sedex-folder:{envelope.sender}")
             if self.policies is None:
                 parts = [await self.seal_payload(envelope, envelope_xml, _hashed(payload, content), payload_name, plan)]
-                decisions = {}
+                decisions, refs = {}, ()
             else:
-                parts, decisions = await self.apply_policy_and_seal(envelope, envelope_xml, payload, payload_name, plan, content)
-            return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest())
+                parts, decisions, refs = await self.apply_policy_and_seal(envelope, envelope_xml, payload, payload_name, plan, content)
+            return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
         except GatewayError as error:
             self._record_refusal(envelope, error)
             raise
@@ -217,10 +246,10 @@ class Node:
             if len(head) > limit:
                 streamed = True
                 break
-        facts = None
+        facts, refs = None, ()
         if not streamed:
             content.update(bytes(head))
-            facts = _facts_of(bytes(head))
+            facts, refs = self._facts_and_refs(bytes(head))
         size = len(head) if not streamed else self.config.limits.max_payload_bytes
         engine = self.policies.engine
         requests = [
@@ -241,7 +270,7 @@ class Node:
                 async for chunk in iterator:
                     yield chunk
 
-            return [await self.seal_payload(envelope, envelope_xml, _hashed(rest(), content), payload_name, plan)], by_recipient
+            return [await self.seal_payload(envelope, envelope_xml, _hashed(rest(), content), payload_name, plan)], by_recipient, refs
         groups: dict[tuple[str, ...], list] = {}
         for item, decision in zip(plan, decisions):
             groups.setdefault(decision.redactions, []).append(item)
@@ -251,7 +280,16 @@ class Node:
             if redactions:
                 data = redact(data, redactions, self.catalog).payload
             parts.append(await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members))
-        return parts, by_recipient
+        return parts, by_recipient, refs
+
+    def _facts_and_refs(self, payload: bytes) -> tuple[PayloadFacts | None, tuple[str, ...]]:
+        """Policy facts and keyed person hashes of an XML payload (None, () when it is not XML)."""
+        try:
+            tree = parse_xml(payload, self.config.limits.xml)
+        except GatewayError:
+            return None, ()
+        refs = person_refs(tree, self.person_secret) if self.person_secret else ()
+        return payload_facts(tree), refs
 
     async def seal_payload(self, envelope, envelope_xml, payload, payload_name, plan) -> SealedPart:
         """Check the payload as it streams (route's acceptance) and seal it for ``plan``'s recipients."""
@@ -284,10 +322,30 @@ class Node:
             raise
         return SealedPart(path, blob.sha256, seal, tuple(plan), check.size, check.namespace, acceptance)
 
-    def persist(self, envelope: Envelope, envelope_xml: bytes, parts: list[SealedPart], decisions: dict, content_sha256: str) -> Accepted:
-        """Persist + 202: one transaction for every recipient's row; blobs are durable first."""
+    def persist(self, envelope: Envelope, envelope_xml: bytes, parts: list[SealedPart], decisions: dict,
+                content_sha256: str, actor: Actor, refs: tuple[str, ...]) -> Accepted:  # fmt: skip
+        """Audit, then persist, then 202: one transaction for every recipient's row; blobs are durable first."""
         self.store.sync_blobs()
         now = self.clock.now()
+        records = []
+        for part in parts:
+            for recipient, _, _ in part.plan:
+                decision = decisions.get(str(recipient))
+                policy = None
+                if decision is not None:
+                    policy = PolicyRecord(rule_ids=tuple(decision.rule_ids), purpose="; ".join(decision.purpose) or None,
+                                          legal_basis="; ".join(decision.legal_basis) or None,
+                                          redactions=tuple(decision.redactions), revision=decision.revision)  # fmt: skip
+                records.append(self.audit_record(envelope, Action.ACCEPTED, Role.ORIGIN, actor, refs=refs, recipients=[str(recipient)]))
+                if policy is not None:
+                    records.append(self.audit_record(envelope, Action.POLICY_DECISION, Role.ORIGIN, actor, policy=policy, recipients=[str(recipient)]))
+                records.append(self.audit_record(envelope, Action.SEALED, Role.ORIGIN, actor, sent=part.ciphertext_sha256, recipients=[str(recipient)]))
+        try:
+            self.audit_append(records)
+        except AuditUnavailable:
+            for part in parts:
+                part.blob.unlink(missing_ok=True)
+            raise
         expires = envelope.message_date + timedelta(days=self.config.delivery.expiry_days)
         rows = []
         for part in parts:
@@ -326,6 +384,11 @@ class Node:
     def _record_refusal(self, envelope: Envelope, error: GatewayError) -> None:
         if error.status is StatusCode.DUPLICATE_MESSAGE_ID:
             return  # the first message's timeline and receipts stay as they are
+        try:
+            self.audit_append([self.audit_record(envelope, Action.REFUSED, Role.ORIGIN, Actor(ActorKind.NODE, self.id),
+                                                 outcome=AuditOutcome.REFUSED, receipt_code=int(error.status))])  # fmt: skip
+        except AuditUnavailable:
+            log.error("refusal of a message could not be audited (audit log unavailable)")
         now = self.clock.now()
         receipts = [
             StoredReceipt(
@@ -408,6 +471,15 @@ class Node:
         events = [self.event("received", detail=f"from {peer or 'local'}"), self.event("verified"), self.event("delivered", detail=f"inbox of {recipient}")]
         receipt_xml = receipt.to_xml()
         signature = self._sign_receipt(receipt_xml, verified.ciphertext_sha256, events)
+        peer_actor = Actor(ActorKind.PEER_NODE, peer) if peer else Actor(ActorKind.NODE, self.id)
+        try:
+            self.audit_append([
+                self.audit_record(envelope, Action.RECEIVED, Role.DESTINATION, peer_actor, received=verified.ciphertext_sha256, recipients=[str(recipient)]),
+                self.audit_record(envelope, Action.DELIVERED, Role.DESTINATION, peer_actor, receipt_code=100, recipients=[str(recipient)]),
+            ])  # fmt: skip
+        except AuditUnavailable as error:
+            path.unlink(missing_ok=True)
+            return self._refusal_receipt(header, error, envelope)
         outcome = self.store.deliver(
             {
                 "sender": str(envelope.sender),
@@ -529,6 +601,8 @@ class Node:
 
     def _settle_locally(self, item: Outgoing, state: OutgoingState, status: StatusCode, now: datetime, info: str | None = None) -> None:
         envelope = parse_envelope(item.envelope, None)
+        self.audit_append([self.audit_record(envelope, Action.EXPIRED, Role.ORIGIN, Actor(ActorKind.NODE, self.id),
+                                             outcome=AuditOutcome.REFUSED, receipt_code=int(status), recipients=[item.recipient])])  # fmt: skip
         receipt_xml = Receipt.for_envelope(envelope, ParticipantId.parse(item.recipient), status, info, now).to_xml()
         events = [self.event(state.value, status=int(status), detail=info)]
         self.store.settle(item, state, receipt_status=int(status), receipt=receipt_xml,
@@ -599,6 +673,20 @@ class Node:
             return False
         state = OutgoingState.DELIVERED if receipt.status is StatusCode.DELIVERED else OutgoingState.FAILED
         events = [*remote_events, self.event("receipt", status=int(receipt.status), detail=receipt.status_info)]
+        envelope = parse_envelope(item.envelope, None)
+        peer_actor = Actor(ActorKind.PEER_NODE, signer)
+        try:
+            self.audit_append([
+                self.audit_record(envelope, Action.FORWARDED, Role.ORIGIN, peer_actor, sent=item.ciphertext_sha256, recipients=[item.recipient]),
+                self.audit_record(envelope, Action.DELIVERED if state is OutgoingState.DELIVERED else Action.REFUSED,
+                                  Role.ORIGIN, peer_actor, receipt_code=int(receipt.status), recipients=[item.recipient],
+                                  outcome=AuditOutcome.OK if state is OutgoingState.DELIVERED else AuditOutcome.REFUSED),
+            ])  # fmt: skip
+        except AuditUnavailable:
+            # Fail closed: the receipt is not taken; the retry gets the same receipt again.
+            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
+                                  self.event("retry", status=int(StatusCode.LOGGING_NOT_REACHABLE), detail="audit log unavailable"))  # fmt: skip
+            return False
         settled = self.store.settle(item, state, receipt_status=int(receipt.status), receipt=receipt_xml,
                                     receipt_signature=stored.signature, events=events, now=self.clock.timestamp())  # fmt: skip
         self._release_blob(item)
@@ -621,6 +709,7 @@ class Node:
         if self._session is not None:
             await self._session.close()
         self.store.close()
+        self.audit.close()
 
 
 class TemporaryFailure(Exception):
