@@ -11,7 +11,7 @@ from lxml import etree
 from .config import PayloadAcceptance
 from .ids import GatewayError, StatusCode
 from .safexml import XmlLimits
-from .schemas import SchemaCatalog
+from .schemas import SchemaCatalog, redact_quoted
 
 _ROOT_SNIFF_LIMIT = 256 * 1024
 
@@ -125,8 +125,5 @@ class PayloadCheck:
 
 
 def _line(exc: Exception) -> str:
-    import re
-
     # SECURITY: libxml2 quotes offending values, which may be personal data.
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return re.sub(r"'[^']*'", "'…'", text)[:200]
+    return redact_quoted(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

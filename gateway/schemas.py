@@ -119,7 +119,7 @@ class SchemaCatalog:
         schema = self.schema_for(namespace)
         if not schema.validate(tree):
             error = schema.error_log.last_error
-            raise SchemaError(f"payload does not validate against {self._entries[namespace].path.name}: line {error.line}: {_redact(error.message)}")
+            raise SchemaError(f"payload does not validate against {self._entries[namespace].path.name}: line {error.line}: {redact_quoted(error.message)}")
         return namespace
 
     def compile_all(self) -> int:
@@ -129,7 +129,7 @@ class SchemaCatalog:
         return len(self._entries)
 
 
-def _redact(message: str) -> str:
+def redact_quoted(message: str) -> str:
     # SECURITY: libxml2 quotes offending values ("The value 'Muster' is not ..."), which
     # can be personal data. Keep the structural part of the message only.
     return re.sub(r"'[^']*'", "'…'", message)[:200]
