@@ -39,6 +39,10 @@ class InvalidHeader(GatewayError):
     status = StatusCode.INVALID_ENVELOPE
 
 
+class UnsupportedHeaderVersion(InvalidHeader):
+    """The header is not eCH-0058 version 2 to 5 (eCH-0020 v1 documents carry version 1)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MessageHeader:
     """The routing-relevant part of an eCH-0058 header (no personal data)."""
@@ -92,7 +96,7 @@ def extract_header(tree: etree._ElementTree) -> MessageHeader:
             version = number
         values.setdefault(qname.localname, []).append((child.text or "").strip())
     if version is None or not 2 <= version <= 5:
-        raise InvalidHeader("payload header is not eCH-0058 version 2 to 5")
+        raise UnsupportedHeaderVersion("payload header is not eCH-0058 version 2 to 5")
 
     def first(name: str) -> str | None:
         found = values.get(name)

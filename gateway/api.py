@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from .config import LocalSystem
+from .audit import Actor, ActorKind
+from .config import LocalSystem, Operator, OperatorRole
 from .envelope import format_datetime
 from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
 from .node import Node
@@ -21,6 +22,7 @@ from .transport import TRANSFER_PATH, peer_common_name, read_header
 
 NODE = web.AppKey("node", Node)
 SYSTEM = web.RequestKey("system", LocalSystem)
+OPERATOR = web.RequestKey("operator", Operator)
 
 _HTTP_STATUS = {
     StatusCode.DUPLICATE_MESSAGE_ID: 409,
@@ -49,16 +51,34 @@ def _error(status: StatusCode, info: str, receipt: bytes | None = None) -> web.R
     return web.json_response(body, status=_http_status(status))
 
 
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else ""
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "a valid bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler):
     """SECURITY: deny by default; every local API call names its local system by token."""
     node = request.app[NODE]
-    header = request.headers.get("Authorization", "")
-    token = header[7:] if header.startswith("Bearer ") else ""
+    token = bearer_token(request)
     system = next((s for s in node.config.local_systems if token and s.accepts(token)), None)
     if system is None:
-        return web.json_response({"error": "a valid bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorized()
     request[SYSTEM] = system
+    return await handler(request)
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler):
+    """SECURITY: the admin API takes admin tokens only (not a local system's, not an auditor's)."""
+    operator = request.app[NODE].config.operator(bearer_token(request), OperatorRole.ADMIN)
+    if operator is None:
+        return _unauthorized()
+    request[OPERATOR] = operator
     return await handler(request)
 
 
@@ -218,7 +238,8 @@ async def inbox_payload(request: web.Request) -> web.StreamResponse:
     node, entry = _inbox_entry(request)
     try:
         verified, plaintext = node.open_inbox_entry(entry)
-    except GatewayError as error:
+        node.record_fetch(entry, Actor(ActorKind.LOCAL_SYSTEM, request[SYSTEM].name))
+    except GatewayError as error:  # AuditUnavailable (403) included: no record, no payload
         return _error(error.status, error.info)
     response = web.StreamResponse(
         headers={
@@ -264,16 +285,50 @@ async def receive_transfer(request: web.Request) -> web.Response:
     return web.json_response({"statusCode": stored.status, "receipt": stored.signature}, status=200 if stored.status == 100 else 422)
 
 
+async def policy_status(request: web.Request) -> web.Response:
+    """GET /admin/v1/policies — the active policy set's revision and rules (purpose, legal basis)."""
+    node = request.app[NODE]
+    if node.policies is None:
+        return web.json_response({"revision": None, "rules": []})
+    policy_set = node.policies.engine.policy_set
+    return web.json_response({
+        "revision": policy_set.revision,
+        "rules": [{"id": r.id, "effect": r.effect.value, "purpose": r.purpose, "legalBasis": r.legal_basis,
+                   "legalReference": r.legal_reference} for r in policy_set.rules],
+    })  # fmt: skip
+
+
+async def policy_reload(request: web.Request) -> web.Response:
+    """POST /admin/v1/policies/reload — load the policy files again (audited); a bad set keeps the old one."""
+    node = request.app[NODE]
+    operator: Operator = request[OPERATOR]
+    try:
+        result = node.reload_policies(Actor(ActorKind.ADMIN, operator.name))
+    except GatewayError as error:  # AuditUnavailable (403) included: nothing changed
+        return _error(error.status, error.info)
+    return web.json_response(result.to_json(), status=200 if result.accepted else 422)
+
+
 def local_api(node: Node) -> web.Application:
-    app = web.Application(middlewares=[bearer_auth], client_max_size=node.config.limits.max_envelope_bytes)
+    """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors."""
+    limit = node.config.limits.max_envelope_bytes
+    systems = web.Application(middlewares=[bearer_auth], client_max_size=limit)
+    systems[NODE] = node
+    systems.router.add_post("/messages", submit_message)
+    systems.router.add_get("/messages/{participant}/{message_id}", message_status)
+    systems.router.add_get("/participants/{participant}/receipts", list_receipts)
+    systems.router.add_get("/participants/{participant}/inbox", list_inbox)
+    systems.router.add_get("/participants/{participant}/inbox/{sender}/{message_id}/envelope", inbox_envelope)
+    systems.router.add_get("/participants/{participant}/inbox/{sender}/{message_id}/payload", inbox_payload)
+    systems.router.add_post("/participants/{participant}/inbox/{sender}/{message_id}/ack", inbox_ack)
+    admin = web.Application(middlewares=[admin_auth])
+    admin[NODE] = node
+    admin.router.add_get("/policies", policy_status)
+    admin.router.add_post("/policies/reload", policy_reload)
+    app = web.Application(client_max_size=limit)
     app[NODE] = node
-    app.router.add_post("/api/v1/messages", submit_message)
-    app.router.add_get("/api/v1/messages/{participant}/{message_id}", message_status)
-    app.router.add_get("/api/v1/participants/{participant}/receipts", list_receipts)
-    app.router.add_get("/api/v1/participants/{participant}/inbox", list_inbox)
-    app.router.add_get("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/envelope", inbox_envelope)
-    app.router.add_get("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/payload", inbox_payload)
-    app.router.add_post("/api/v1/participants/{participant}/inbox/{sender}/{message_id}/ack", inbox_ack)
+    app.add_subapp("/api/v1", systems)
+    app.add_subapp("/admin/v1", admin)
     return app
 
 

@@ -52,6 +52,10 @@ class HostedParticipant:
     encryption_key: Path
     encryption_certificate: Path
     folder: Path | None = None  # base of the sedex folder interface (outbox/, inbox/, receipts/, …)
+    # eCH format adapters (adapters.registry names) this participant's systems speak: what it
+    # sends is recognised and validated with them, what it receives is converted to them.
+    # Empty: no format stage, the route's payload acceptance alone applies.
+    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class KnownParticipant:
 
     id: ParticipantId
     encryption_certificate: Path
+    adapters: tuple[str, ...] = ()  # formats it accepts (see HostedParticipant.adapters)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,25 @@ class LocalSystem:
     name: str
     token_sha256: str
     participants: frozenset[ParticipantId]
+
+    def accepts(self, token: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.token_sha256)
+
+
+class OperatorRole(Enum):
+    """Who may use the node's admin and audit APIs (issue 7 replaces tokens with OAuth2 scopes)."""
+
+    ADMIN = "admin"  # participants, routes, policies; never payloads or audit content
+    AUDITOR = "auditor"  # the audit trail, read-only; every read is itself audited
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    role: OperatorRole
+    token_sha256: str
 
     def accepts(self, token: str) -> bool:
         import hmac
@@ -137,6 +161,11 @@ class NodeConfig:
     policies: Path | None = None  # a policy directory or file; None: no policy stage (development only)
     audit_log: Path | None = None  # the audit log's own SQLite file (never inside the message store)
     audit_secret: Path | None = None  # per-deployment secret for keyed person hashes in audit records
+    audit_retention_days: int = 366  # records older than this are pruned (never less than a year, leap years included)
+    operators: tuple[Operator, ...] = ()
+
+    def operator(self, token: str, role: OperatorRole) -> Operator | None:
+        return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
 
     def hosted(self, participant: ParticipantId) -> HostedParticipant | None:
         return next((p for p in self.participants if p.id == participant), None)
@@ -243,15 +272,14 @@ def load_config(path: Path | str) -> NodeConfig:
                 encryption_key=table.path("encryption_key"),
                 encryption_certificate=table.path("encryption_certificate"),
                 folder=table.path("folder", must_exist=False) if "folder" in table.data else None,
+                adapters=_names(table, "adapters"),
             )
         )
     hosted_ids = {p.id for p in participants}
 
     systems = []
     for table in root.items("local_systems"):
-        token = table.get("token_sha256", str)
-        if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
-            raise table.fail("token_sha256", token, "expected a lowercase hex SHA-256")
+        token = _token_hash(table)
         ids = table.get("participants", list)
         parsed = set()
         for i, raw in enumerate(ids):
@@ -260,6 +288,15 @@ def load_config(path: Path | str) -> NodeConfig:
                 raise table.fail("participants", raw, "not a participant hosted on this node")
             parsed.add(pid)
         systems.append(LocalSystem(table.get("name", str), token, frozenset(parsed)))
+
+    operators = []
+    for table in root.items("operators"):
+        role = table.get("role", str)
+        try:
+            operator_role = OperatorRole(role)
+        except ValueError:
+            raise table.fail("role", role, f"expected one of {[r.value for r in OperatorRole]}") from None
+        operators.append(Operator(table.get("name", str), operator_role, _token_hash(table)))
 
     peers = []
     for table in root.items("peers"):
@@ -282,7 +319,8 @@ def load_config(path: Path | str) -> NodeConfig:
         routes.append(Route(table.get("recipient", str), via, acceptance))
 
     known = [
-        KnownParticipant(t.participant("id"), t.path("encryption_certificate")) for t in root.items("known_participants")
+        KnownParticipant(t.participant("id"), t.path("encryption_certificate"), _names(t, "adapters"))
+        for t in root.items("known_participants")
     ]
 
     delivery_table = root.sub("delivery", required=False)
@@ -317,6 +355,8 @@ def load_config(path: Path | str) -> NodeConfig:
         policies=node.path("policies") if "policies" in node.data else None,
         audit_log=node.path("audit_log", must_exist=False, default="audit/audit.db"),
         audit_secret=node.path("audit_secret") if "audit_secret" in node.data else None,
+        audit_retention_days=_retention(node),
+        operators=tuple(operators),
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),
@@ -325,3 +365,24 @@ def load_config(path: Path | str) -> NodeConfig:
         delivery=delivery,
         limits=limits,
     )
+
+
+def _token_hash(table: _Reader) -> str:
+    token = table.get("token_sha256", str)
+    if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
+        raise table.fail("token_sha256", token, "expected a lowercase hex SHA-256")
+    return token
+
+
+def _names(table: _Reader, key: str) -> tuple[str, ...]:
+    names = table.get(key, list, [])
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise table.fail(key, names, "expected a list of distinct names")
+    return tuple(names)
+
+
+def _retention(node: _Reader) -> int:
+    days = node.positive("audit_retention_days", int, 366)
+    if days < 366:
+        raise node.fail("audit_retention_days", days, "access logs are kept for at least one year (366 days)")
+    return days

@@ -41,6 +41,7 @@ class Federation:
     directory: Path
     nodes: list[NodeSpec]
     tokens: dict[str, str] = field(default_factory=dict)  # participant -> bearer token
+    operator_tokens: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> role -> bearer token
 
     def config_path(self, node_id: str) -> Path:
         return self.directory / "nodes" / node_id / "node.toml"
@@ -75,6 +76,7 @@ class Federation:
                 for n in self.nodes
             ],
             "tokens": self.tokens,
+            "operatorTokens": self.operator_tokens,
         }
 
 
@@ -87,11 +89,14 @@ def build_federation(
     delivery_toml: str = "",
     policies: Path | None = None,
     folders: bool = False,
+    adapters: dict[str, list[str]] | None = None,
 ) -> Federation:
     """Generate a CA, node and participant certificates and one config per node.
 
     ``route_payload`` maps a recipient participant to a payload acceptance mode other
-    than the default ``schema-valid`` (e.g. ``well-formed`` for eCH-0020 v1).
+    than the default ``schema-valid`` (e.g. ``well-formed`` for eCH-0020 v1); ``adapters``
+    maps a participant to the eCH format adapters it speaks (see adapters.registry). Each
+    node gets one admin and one auditor operator token.
     """
     directory = Path(directory).resolve()
     pki = directory / "pki"
@@ -105,7 +110,14 @@ def build_federation(
         for participant in node.participants:
             issued[participant] = ca.issue_participant(ParticipantId(participant), pki / "participants")
             federation.tokens[participant] = secrets.token_urlsafe(24)
+        federation.operator_tokens[node.id] = {role: secrets.token_urlsafe(24) for role in ("admin", "auditor")}
     route_payload = route_payload or {}
+    adapters = adapters or {}
+
+    def adapter_line(participant: str) -> list[str]:
+        names = adapters.get(participant)
+        return [f"adapters = {json.dumps(names)}"] if names else []
+
     secret = directory / "audit-secret"
     if not secret.exists():
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -139,6 +151,7 @@ def build_federation(
                 f'encryption_key = "{encryption.private_key}"',
                 f'encryption_certificate = "{encryption.certificate}"',
                 *([f'folder = "{directory / "folders" / participant}"'] if folders else []),
+                *adapter_line(participant),
                 "",
                 "[[local_systems]]",
                 f'name = "register-{participant}"',
@@ -146,6 +159,9 @@ def build_federation(
                 f'participants = ["{participant}"]',
                 "",
             ]
+        for role, token in federation.operator_tokens[node.id].items():
+            lines += ["[[operators]]", f'name = "{role}-{node.id}"', f'role = "{role}"',
+                      f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"', ""]  # fmt: skip
         for other in nodes:
             if other.id != node.id:
                 lines += ["[[peers]]", f'id = "{other.id}"', f'url = "https://127.0.0.1:{other.listen_port}"', ""]
@@ -159,6 +175,7 @@ def build_federation(
                         "[[known_participants]]",
                         f'id = "{participant}"',
                         f'encryption_certificate = "{issued[participant][1].certificate}"',
+                        *adapter_line(participant),
                         "",
                     ]
         if delivery_toml:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from adapters.sedex_folder import FolderInterface, FolderPaths
 
+from .audit import Actor, ActorKind
 from .ids import ParticipantId
 from .node import Node
 from .receipt import parse_receipt
@@ -54,6 +55,7 @@ class ParticipantFolder:
         written = 0
         for entry in self.node.store.inbox(str(self.participant)):
             verified, plaintext = self.node.open_inbox_entry(entry)
+            self.node.record_fetch(entry, Actor(ActorKind.LOCAL_SYSTEM, f"sedex-folder:{self.participant}"))
             suffix = Path(verified.payload_name).suffix or ".xml"
             await self.interface.deliver(entry.envelope, f"data_{entry.message_id}{suffix}", plaintext)
             self.node.store.acknowledge(entry, self.node.event("fetched", detail="sedex folder inbox"))

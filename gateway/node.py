@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -30,9 +31,13 @@ from pathlib import Path
 
 import aiohttp
 from joserfc.jwk import ECKey
+from lxml import etree
+
+from adapters.ech0058 import UnsupportedHeaderVersion, check_header_against_envelope, extract_header, find_header
+from adapters.registry import AdapterRegistry, UnknownAdapter, default_registry
 
 from .clock import Clock, backoff_delay
-from .config import HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance
+from .config import ConfigError, HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance
 from .crypto.primitives import StreamError, new_hash
 from .crypto.seal import (
     RECEIPT_TYPE,
@@ -52,6 +57,7 @@ from .payload import PayloadCheck
 from .audit import Action, Actor, ActorKind, AuditLog, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
 from .audit import Outcome as AuditOutcome
 from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
+from .policy.store import ReloadResult
 from .safexml import parse_xml
 from .pki import load_certificate, load_private_key
 from .receipt import Receipt, parse_receipt
@@ -126,6 +132,7 @@ class Node:
             self.recipient_keys[participant.id] = RecipientKey.from_certificate(
                 str(participant.id), load_certificate(participant.encryption_certificate), self.trust, now
             )
+        self.participant_adapters, self.recipient_adapters = self._load_adapters(config)
         # Policies are loaded once; a reload swaps the whole set (PolicyStore keeps the old
         # one when the new files are bad).
         self.policies = PolicyStore(load_policy_set([config.policies]), clock=self.clock.now) if config.policies else None
@@ -138,6 +145,23 @@ class Node:
         self.person_secret = config.audit_secret.read_bytes() if config.audit_secret else None
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+
+    def _load_adapters(self, config: NodeConfig) -> tuple[dict[ParticipantId, AdapterRegistry], dict[ParticipantId, AdapterRegistry]]:
+        """Per participant: the formats it sends (hosted) and accepts (hosted or known)."""
+        shipped = default_registry(self.catalog)
+        selected: dict[tuple[str, ...], AdapterRegistry] = {}
+        sending, accepting = {}, {}
+        for participant in (*config.participants, *config.known_participants):
+            if not participant.adapters:
+                continue
+            try:
+                registry = selected.setdefault(participant.adapters, shipped.select(participant.adapters))
+            except UnknownAdapter as error:
+                raise ConfigError(f"{config.source}: participant {participant.id}: adapters: {error}") from None
+            accepting[participant.id] = registry
+            if isinstance(participant, HostedParticipant):
+                sending[participant.id] = registry
+        return sending, accepting
 
     def _load_hosted(self, participant: HostedParticipant, now: datetime) -> HostedKeys:
         signing_cert = load_certificate(participant.signing_certificate)
@@ -169,6 +193,74 @@ class Node:
 
     def event(self, kind: str, *, status: int | None = None, detail: str | None = None) -> Event:
         return Event(time=self.clock.timestamp(), node=self.id, kind=kind, status=status, detail=detail)
+
+    # ------------------------------------------------------------------ administration
+
+    def reload_policies(self, actor: Actor) -> ReloadResult:
+        """Load the policy files again; a bad set keeps the running one. Audited before it takes effect.
+
+        The candidate set is built beside the live one and swapped in only once its audit
+        record (who, old and new revision, what changed) is durable; a refused set is audited
+        too, with the reason.
+        """
+        if self.policies is None or self.config.policies is None:
+            raise Refused("this node runs without a policy directory", status=StatusCode.NOT_ALLOWED_TO_SEND)
+        candidate = PolicyStore(self.policies.engine.policy_set, clock=self.clock.now)
+        result = candidate.reload([self.config.policies], actor.id)
+        details = {"accepted": str(result.accepted).lower(), "old_revision": result.old_revision or "",
+                   "new_revision": result.new_revision or ""}  # fmt: skip
+        if result.changes is not None:
+            details["changes"] = result.changes.summary
+            details["rules_changed"] = ", ".join((*result.changes.added, *result.changes.removed, *result.changes.changed))[:1000]
+        if result.error is not None:
+            details["error"] = result.error[:1000]
+        record = AuditRecord(time=self.clock.now(), node=self.id, role=Role.NONE, action=Action.POLICY_RELOAD, actor=actor,
+                             outcome=AuditOutcome.OK if result.accepted else AuditOutcome.REFUSED, details=details)  # fmt: skip
+        self.audit_append([record])  # AuditUnavailable: the running set stays, the caller gets 403
+        if result.accepted:
+            self.policies = candidate
+            log.info("policies reloaded by %s: revision %s → %s", actor.id, result.old_revision, result.new_revision)
+        else:
+            log.warning("policy reload by %s refused, revision %s stays active", actor.id, result.old_revision)
+        return result
+
+    def record_configuration(self) -> None:
+        """Audit what this node starts with: digests of participants, routes, peers, keys, tokens, policies.
+
+        Recorded at every start, so an auditor sees each configuration a node ran under and
+        when it changed (compare the digests of consecutive starts); never secrets in clear.
+        """
+        details = {"change": "node_start", **self._configuration_digests()}
+        self.audit_append([AuditRecord(time=self.clock.now(), node=self.id, role=Role.NONE, action=Action.CONFIG_CHANGE,
+                                       actor=Actor(ActorKind.NODE, self.id), details=details)])  # fmt: skip
+
+    def _configuration_digests(self) -> dict[str, str]:
+        def digest(*parts: object) -> str:
+            return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+        def file_digest(path: Path) -> str:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+
+        config = self.config
+        return {
+            "participants": digest(sorted((str(p.id), p.adapters, str(p.folder)) for p in config.participants)),
+            "known_participants": digest(sorted((str(k.id), file_digest(k.encryption_certificate), k.adapters) for k in config.known_participants)),
+            "routes": digest([(r.recipient, r.via, r.payload.value) for r in config.routes]),
+            "peers": digest(sorted((p.id, p.url) for p in config.peers)),
+            "keys": digest(sorted((str(p.id), file_digest(p.signing_certificate), file_digest(p.encryption_certificate)) for p in config.participants),
+                           file_digest(config.tls.certificate)),
+            "local_systems": digest(sorted((s.name, s.token_sha256, sorted(map(str, s.participants))) for s in config.local_systems)),
+            "operators": digest(sorted((o.name, o.role.value, o.token_sha256) for o in config.operators)),
+            "policy_revision": (self.policies.revision or "") if self.policies else "",
+        }  # fmt: skip
+
+    def apply_retention(self) -> int:
+        """Prune audit records older than the configured retention (at least a year)."""
+        now = self.clock.now()
+        before = now - timedelta(days=self.config.audit_retention_days)
+        if next(self.audit.iter_records(until=before), None) is None:
+            return 0  # nothing old enough: no prune record, no checkpoint
+        return self.audit.prune(before, now=now, actor=Actor(ActorKind.NODE, self.id))
 
     # ------------------------------------------------------------------ origin stages
 
@@ -225,71 +317,119 @@ class Node:
             content = new_hash()
             content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
             actor = Actor(ActorKind.LOCAL_SYSTEM, system.name if system else f"sedex-folder:{envelope.sender}")
-            if self.policies is None:
-                parts = [await self.seal_payload(envelope, envelope_xml, _hashed(payload, content), payload_name, plan)]
-                decisions, refs = {}, ()
+            head, rest = await self.read_head(payload)
+            if rest is None:
+                content.update(head)
+                parts, decisions, refs = await self.inspect_decide_and_seal(envelope, envelope_xml, head, payload_name, plan)
             else:
-                parts, decisions, refs = await self.apply_policy_and_seal(envelope, envelope_xml, payload, payload_name, plan, content)
+                parts, decisions, refs = await self.decide_and_seal_streamed(envelope, envelope_xml, head, rest, payload_name, plan, content)
             return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
         except GatewayError as error:
             self._record_refusal(envelope, error)
             raise
 
-    async def apply_policy_and_seal(self, envelope, envelope_xml, payload, payload_name, plan, content):
-        """Policy (egress): decide per recipient, refuse on any denial, redact, then seal each variant."""
+    async def read_head(self, payload: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes] | None]:
+        """Read up to the in-memory limit; ``rest`` is None when that was the whole payload.
+
+        Payloads that fit are inspected (header, format, policy facts, person refs) and may be
+        redacted or converted; larger ones stream through to the seal untouched.
+        """
         limit = self.config.limits.in_memory_payload_bytes
         head = bytearray()
         iterator = payload.__aiter__()
-        streamed = False
         async for chunk in iterator:
             head += chunk
             if len(head) > limit:
-                streamed = True
-                break
-        facts, refs = None, ()
-        if not streamed:
-            content.update(bytes(head))
-            facts, refs = self._facts_and_refs(bytes(head))
-        size = len(head) if not streamed else self.config.limits.max_payload_bytes
-        engine = self.policies.engine
+
+                async def rest() -> AsyncIterator[bytes]:
+                    yield bytes(head)
+                    async for more in iterator:
+                        yield more
+
+                return bytes(head), rest()
+        return bytes(head), None
+
+    def parse_payload(self, payload: bytes) -> etree._ElementTree | None:
+        """The payload as a safely parsed XML tree, or None when it is not XML (a zip, a PDF)."""
+        try:
+            return parse_xml(payload, self.config.limits.xml)
+        except GatewayError:
+            return None
+
+    def check_header(self, envelope: Envelope, tree: etree._ElementTree) -> None:
+        """eCH-0058: the payload's own header must not contradict the envelope (receipt 200)."""
+        if find_header(tree) is None:
+            return  # not every payload is an eCH delivery with a header
+        try:
+            header = extract_header(tree)
+        except UnsupportedHeaderVersion:
+            return  # eCH-0058 v1 (eCH-0020 v1 documents): the versions this check covers are 2–5
+        check_header_against_envelope(header, envelope)
+
+    def inspect_format(self, envelope: Envelope, tree: etree._ElementTree):
+        """Recognise and validate the payload with the sender's configured adapters."""
+        adapters = self.participant_adapters.get(envelope.sender)
+        if adapters is None:
+            return None
+        from adapters.pipeline import inspect  # TEMP until pipeline lands
+
+        return inspect(tree, adapters, self.catalog)
+
+    def decide(self, envelope: Envelope, plan, size: int, facts: PayloadFacts | None) -> dict[str, object]:
+        """Policy (egress): decide per recipient; any denial refuses the whole message."""
+        if self.policies is None:
+            return {}
         requests = [
             PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class, size, facts)
             for recipient, _, _ in plan
         ]
-        decisions = engine.decide_all(requests, self.clock.now(), "origin")
+        decisions = self.policies.engine.decide_all(requests, self.clock.now(), "origin")
         for decision in decisions:
             if not decision.allowed:
                 raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_SEND)
-        by_recipient = {str(recipient): decision for (recipient, _, _), decision in zip(plan, decisions)}
-        if streamed:
-            if any(d.redactions for d in decisions):
-                raise Refused("payload too large to apply the redactions its policy requires", status=StatusCode.MESSAGE_TOO_LARGE)
+        return {str(recipient): decision for (recipient, _, _), decision in zip(plan, decisions)}
 
-            async def rest():
-                yield bytes(head)
-                async for chunk in iterator:
-                    yield chunk
+    async def inspect_decide_and_seal(self, envelope, envelope_xml, payload: bytes, payload_name, plan):
+        """An in-memory payload: header, format, policy, then one ciphertext per distinct variant.
 
-            return [await self.seal_payload(envelope, envelope_xml, _hashed(rest(), content), payload_name, plan)], by_recipient, refs
-        groups: dict[tuple[str, ...], list] = {}
-        for item, decision in zip(plan, decisions):
-            groups.setdefault(decision.redactions, []).append(item)
+        Recipients that get the same bytes (same redactions, same target format) share one
+        ciphertext; the variant is built redaction first (paths name the sender's format), then
+        converted to the recipient's format.
+        """
+        tree = self.parse_payload(payload)
+        facts = payload_facts(tree) if tree is not None else None
+        # Policy first: a test delivery to a production register is 311 whatever else is wrong.
+        decisions = self.decide(envelope, plan, len(payload), facts)
+        refs, inspection = (), None
+        if tree is not None:
+            self.check_header(envelope, tree)
+            inspection = self.inspect_format(envelope, tree)
+            refs = person_refs(tree, self.person_secret) if self.person_secret else ()
+        variants: dict[tuple, list] = {}
+        for item in plan:
+            decision = decisions.get(str(item[0]))
+            redactions = tuple(decision.redactions) if decision is not None else ()
+            target = self.recipient_adapters.get(item[0]) if inspection is not None else None
+            variants.setdefault((redactions, target), []).append(item)
         parts = []
-        for redactions, members in groups.items():
-            data = bytes(head)
+        for (redactions, target), members in variants.items():
+            data = payload
             if redactions:
                 data = redact(data, redactions, self.catalog).payload
-            parts.append(await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members))
-        return parts, by_recipient, refs
+            if target is not None:
+                from adapters.pipeline import adapt_for  # TEMP until pipeline lands
 
-    def _facts_and_refs(self, payload: bytes) -> tuple[PayloadFacts | None, tuple[str, ...]]:
-        """Policy facts and keyed person hashes of an XML payload (None, () when it is not XML)."""
-        try:
-            tree = parse_xml(payload, self.config.limits.xml)
-        except GatewayError:
-            return None, ()
-        refs = person_refs(tree, self.person_secret) if self.person_secret else ()
-        return payload_facts(tree), refs
+                converted = adapt_for(inspection, parse_xml(data, self.config.limits.xml), target)
+                data = converted if converted is not None else data
+            parts.append(await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members))
+        return parts, decisions, refs
+
+    async def decide_and_seal_streamed(self, envelope, envelope_xml, head, rest, payload_name, plan, content):
+        """A payload too large to hold: envelope-level policy only, sealed as it streams."""
+        decisions = self.decide(envelope, plan, self.config.limits.max_payload_bytes, None)
+        if any(d.redactions for d in decisions.values()):
+            raise Refused("payload too large to apply the redactions its policy requires", status=StatusCode.MESSAGE_TOO_LARGE)
+        return [await self.seal_payload(envelope, envelope_xml, _hashed(rest, content), payload_name, plan)], decisions, ()
 
     async def seal_payload(self, envelope, envelope_xml, payload, payload_name, plan) -> SealedPart:
         """Check the payload as it streams (route's acceptance) and seal it for ``plan``'s recipients."""
@@ -556,6 +696,12 @@ class Node:
 
         return verified, plaintext()
 
+    def record_fetch(self, entry, actor: Actor) -> None:
+        """Audit that a local system takes a delivered message (before the first byte leaves)."""
+        envelope = parse_envelope(entry.envelope, None)
+        self.audit_append([self.audit_record(envelope, Action.FETCHED, Role.DESTINATION, actor,
+                                             sent=entry.ciphertext_sha256, recipients=[entry.recipient])])  # fmt: skip
+
     # ------------------------------------------------------------------ forwarder
 
     async def run_forwarder(self) -> None:
@@ -724,14 +870,6 @@ async def _hashed(chunks: AsyncIterator[bytes], digest) -> AsyncIterator[bytes]:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def _facts_of(payload: bytes) -> PayloadFacts | None:
-    """Payload facts for the policy, or None when the payload is not XML (policy conditions on it cannot hold)."""
-    try:
-        return payload_facts(parse_xml(payload))
-    except GatewayError:
-        return None
 
 
 def _strictest(modes: Iterable[PayloadAcceptance]) -> PayloadAcceptance:

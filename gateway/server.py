@@ -10,7 +10,9 @@ from aiohttp import web
 
 from .api import local_api, node_api
 from .config import NodeConfig
+from .audit import Actor, ActorKind
 from .folders import participant_folders
+from .ids import GatewayError
 from .node import Node
 from .transport import server_context
 
@@ -34,23 +36,50 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     node = Node(config)
     runners = []
     try:
+        node.record_configuration()
         runners = await start_listeners(node)
         forwarder = asyncio.create_task(node.run_forwarder(), name="forwarder")
         folders = [asyncio.create_task(f.run(), name=f"folder-{f.participant}") for f in participant_folders(node)]
+        housekeeping = asyncio.create_task(_housekeeping(node), name="housekeeping")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, node)
         log.info("node %s listening: peers on %s:%s, local API on %s:%s", config.node_id, config.listen.host,
                  config.listen.port, config.api.host, config.api.port)  # fmt: skip
         print(f"node {config.node_id} ready", flush=True)
         if ready is not None:
             ready.set()
         await stop.wait()
-        for task in (forwarder, *folders):
+        for task in (forwarder, housekeeping, *folders):
             task.cancel()
-        await asyncio.gather(forwarder, *folders, return_exceptions=True)
+        await asyncio.gather(forwarder, housekeeping, *folders, return_exceptions=True)
     finally:
         for runner in runners:
             await runner.cleanup()
         await node.close()
+
+
+def _reload_on_signal(node: Node) -> None:
+    """SIGHUP: reload the policy files (audited, actor "signal"); a bad set keeps the running one."""
+    try:
+        result = node.reload_policies(Actor(ActorKind.ADMIN, "SIGHUP"))
+    except GatewayError as error:
+        log.error("policy reload on SIGHUP failed: %s", error.info)
+        return
+    print(f"policy reload on SIGHUP: {'accepted' if result.accepted else 'refused'}, active revision "
+          f"{result.new_revision if result.accepted else result.old_revision}", flush=True)  # fmt: skip
+
+
+async def _housekeeping(node: Node, period: float = 3600.0) -> None:
+    """Hourly: a signed audit checkpoint, and pruning of audit records past their retention."""
+    while True:
+        try:
+            node.audit.checkpoint(node.clock.now())
+            pruned = node.apply_retention()
+            if pruned:
+                log.info("audit retention: %d records older than %d days pruned", pruned, node.config.audit_retention_days)
+        except GatewayError as error:
+            log.error("audit housekeeping failed: %s", error.info)
+        await asyncio.sleep(period)

@@ -9,10 +9,11 @@ from datetime import datetime
 
 from gateway.client import LocalApiClient
 from gateway.config import load_config
+from gateway.envelope import parse_envelope
 from gateway.federation import Federation
 from gateway.ids import ParticipantId
 from gateway.node import Node
-from gateway.samples import Sample, envelope_for
+from gateway.samples import Sample, envelope_for, payload_for
 from gateway.server import start_listeners
 
 
@@ -50,6 +51,12 @@ def new_message_id() -> str:
     return uuid.uuid4().hex[:24]
 
 
-def sample_envelope(sample: Sample, sender: str, recipient: str, now: datetime, message_id: str | None = None) -> tuple[str, bytes]:
+def sample_envelope(
+    sample: Sample, sender: str, recipient: str, now: datetime, message_id: str | None = None, message_type: int | None = None
+) -> tuple[str, bytes, bytes]:
+    """A fresh messageId, the sample's envelope and its payload, both speaking for sender → recipient."""
     message_id = message_id or new_message_id()
-    return message_id, envelope_for(sample, ParticipantId(sender), ParticipantId(recipient), message_id, now)
+    sender_id, recipient_id = ParticipantId(sender), ParticipantId(recipient)
+    envelope = envelope_for(sample, sender_id, recipient_id, message_id, now, message_type)
+    payload = payload_for(sample, sender_id, recipient_id, parse_envelope(envelope, None).message_type)
+    return message_id, envelope, payload

@@ -38,6 +38,9 @@ def test_the_generated_configuration_loads_into_frozen_objects(federation):
         (r'url = "https://', 'url = "http://', r"peers\[0\]\.url = 'http://"),
         (r'signing_key = "[^"]+"', 'signing_key = "missing.pem"', r"participants\[0\]\.signing_key = 'missing.pem': file not found"),
         (r'token_sha256 = "[0-9a-f]+"', 'token_sha256 = "secret"', r"local_systems\[0\]\.token_sha256 = 'secret'"),
+        (r'role = "admin"', 'role = "root"', r"operators\[0\]\.role = 'root'"),
+        (r'audit_log = ', 'audit_retention_days = 30\naudit_log = ', r"node\.audit_retention_days = 30: .*at least one year"),
+        (r'folder|encryption_certificate = "[^"]+"\n', '\\g<0>adapters = "ech0020-v3"\n', r"participants\[0\]\.adapters = 'ech0020-v3'"),
     ],
 )
 def test_a_bad_value_is_named_with_file_key_and_value(federation, old, new, expected):
@@ -55,3 +58,12 @@ def test_invalid_toml_is_reported_with_the_file(federation):
     path.write_text(path.read_text() + "\n[node\n")
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_config(path)
+
+
+def test_an_unknown_adapter_name_stops_the_node_at_start(federation):
+    """A participant configured with an adapter that is not registered: the node refuses to start, naming it."""
+    from gateway.node import Node
+
+    path = mutate(federation, "node-luzern", r'encryption_certificate = "[^"]+"\n', '\\g<0>adapters = ["ech0020-v9"]\n')
+    with pytest.raises(ConfigError, match=r"1-1061-1.*ech0020-v9"):
+        Node(load_config(path))

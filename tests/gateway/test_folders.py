@@ -28,13 +28,13 @@ def foldered(tmp_path):
     )  # fmt: skip
 
 
-def drop(folder: ParticipantFolder, sample, clock, recipient=KANTON) -> tuple[str, bytes]:
+def drop(folder: ParticipantFolder, sample, clock, recipient=KANTON) -> tuple[str, bytes, bytes]:
     message_id = new_message_id()
-    _, envelope = sample_envelope(sample, LUZERN, recipient, clock.now(), message_id)
+    _, envelope, payload = sample_envelope(sample, LUZERN, recipient, clock.now(), message_id)
     suffix = sample.data.suffix
-    (folder.paths.outbox / f"data_{message_id}{suffix}").write_bytes(sample.payload())
+    (folder.paths.outbox / f"data_{message_id}{suffix}").write_bytes(payload)
     (folder.paths.outbox / f"envl_{message_id}.xml").write_bytes(envelope)
-    return message_id, envelope
+    return message_id, envelope, payload
 
 
 async def settle(folder: ParticipantFolder, clock):
@@ -53,12 +53,12 @@ async def test_every_sample_dropped_into_the_outbox_arrives_as_an_identical_pair
         assert sorted(p.name for p in luzern.paths.outbox.iterdir()) == []
         await nodes["node-luzern"].forward_due()
         assert await kanton.pump() == len(sent)
-        for (message_id, envelope), sample in sent:
-            assert (kanton.paths.inbox / f"data_{message_id}{sample.data.suffix}").read_bytes() == sample.payload()
+        for (message_id, envelope, payload), sample in sent:
+            assert (kanton.paths.inbox / f"data_{message_id}{sample.data.suffix}").read_bytes() == payload
             assert (kanton.paths.inbox / f"envl_{message_id}.xml").read_bytes() == envelope
         await luzern.pump()
         receipts = [parse_receipt(p.read_bytes()) for p in luzern.paths.receipts.iterdir()]
-        assert sorted(r.message_id for r in receipts) == sorted(m for (m, _), _ in sent)
+        assert sorted(r.message_id for r in receipts) == sorted(m for (m, _, _), _ in sent)
         assert {int(r.status) for r in receipts} == {100}
         assert nodes["node-kanton"].store.inbox(KANTON) == [], "folder delivery acknowledges the inbox"
 
@@ -67,7 +67,7 @@ async def test_a_refused_pair_gets_its_receipt_and_the_originals_are_kept(folder
     """An eCH-0020 v1 pair on a schema-valid route: receipt 200 in receipts/, both files moved to failed/."""
     async with running(foldered, clock) as nodes:
         luzern = ParticipantFolder(nodes["node-luzern"], ParticipantId(LUZERN), foldered.folder(LUZERN))
-        message_id, _ = drop(luzern, V1_PAIRS[0], clock)
+        message_id, _, _ = drop(luzern, V1_PAIRS[0], clock)
         await settle(luzern, clock)
         receipts = [parse_receipt(p.read_bytes()) for p in luzern.paths.receipts.iterdir()]
         assert [(r.message_id, int(r.status)) for r in receipts] == [(message_id, 200)]
@@ -79,7 +79,7 @@ async def test_a_pair_picked_up_twice_after_a_crash_is_sent_once(foldered, clock
     """If the node dies between acceptance and the move, the re-scan's submission is idempotent."""
     async with running(foldered, clock) as nodes:
         luzern = ParticipantFolder(nodes["node-luzern"], ParticipantId(LUZERN), foldered.folder(LUZERN))
-        message_id, envelope = drop(luzern, SCHEMA_PAIRS[0], clock)
+        message_id, envelope, _ = drop(luzern, SCHEMA_PAIRS[0], clock)
         data = luzern.paths.outbox / f"data_{message_id}.xml"
         await luzern.submit(envelope, data)  # accepted, but the files were never moved
         await settle(luzern, clock)

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.envelope import parse_envelope
 from gateway.ids import ParticipantId, StatusCode
-from gateway.samples import discover
+from gateway.samples import discover, payload_for
 from gateway.store import OutgoingState
 
 from ..conftest import KANTON, LUZERN, SAMPLES
@@ -20,9 +20,9 @@ MOVE = next(s for s in discover(SAMPLES) if s.name.startswith("openech-ech0020-v
 
 
 async def submit(federation, sample, now, sender=LUZERN, recipient=KANTON, message_id=None, envelope=None, payload=None):
-    message_id, built = sample_envelope(sample, sender, recipient, now, message_id)
+    message_id, built, prepared = sample_envelope(sample, sender, recipient, now, message_id)
     async with client(federation, sender) as api:
-        status, body = await api.submit(envelope or built, sample.payload() if payload is None else payload, sample.data.name)
+        status, body = await api.submit(envelope or built, prepared if payload is None else payload, sample.data.name)
     return message_id, status, body
 
 
@@ -35,7 +35,7 @@ async def test_a_message_is_delivered_and_the_sender_sees_receipt_100_and_every_
         async with client(federation, KANTON) as kanton:
             inbox = await kanton.inbox(KANTON)
             assert [m["messageId"] for m in inbox] == [message_id]
-            assert await kanton.payload(KANTON, LUZERN, message_id) == MOVE.payload()
+            assert await kanton.payload(KANTON, LUZERN, message_id) == payload_for(MOVE, ParticipantId(LUZERN), ParticipantId(KANTON), 20001)
         async with client(federation, LUZERN) as luzern:
             state = await luzern.status(LUZERN, message_id)
         assert state["recipients"][0]["state"] == "delivered"
@@ -75,18 +75,18 @@ async def test_a_message_dated_more_than_30_days_ago_is_refused_with_203(federat
 async def test_unknown_or_forbidden_participants_are_refused_with_their_code(federation, clock, sender, recipient, code):
     """An unhosted sender is 300, an unrouted recipient 301, production→test traffic 310."""
     async with running(federation, clock):
-        message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+        message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
         parsed = parse_envelope(envelope, None)
         forged = replace(parsed, sender=ParticipantId(sender), recipients=(ParticipantId(recipient),)).to_xml()
         async with client(federation, LUZERN) as api:
-            status, body = await api.submit(forged, MOVE.payload())
+            status, body = await api.submit(forged, payload)
         assert body["statusCode"] == code, body
 
 
 async def test_a_payload_that_breaks_its_schema_is_refused_with_200_and_nothing_is_queued(federation, clock):
     """A schema-invalid eCH payload gets receipt 200 and never enters the outgoing queue."""
     async with running(federation, clock) as nodes:
-        broken = MOVE.payload().replace(b"<e20:move>", b"<e20:moveX>").replace(b"</e20:move>", b"</e20:moveX>")
+        broken = payload_for(MOVE, ParticipantId(LUZERN), ParticipantId(KANTON), 20001).replace(b"<e20:move>", b"<e20:moveX>").replace(b"</e20:move>", b"</e20:moveX>")
         assert broken != MOVE.payload()
         _, status, body = await submit(federation, MOVE, clock.now(), payload=broken)
         assert status == 422 and body["statusCode"] == 200
@@ -134,3 +134,24 @@ async def test_a_message_that_cannot_be_delivered_warns_701_and_expires_with_204
         (row,) = luzern.store.outgoing_for(LUZERN, message_id)
         assert row.state is OutgoingState.EXPIRED and row.receipt_status == int(StatusCode.MESSAGE_EXPIRED)
         assert not row.blob.exists(), "the ciphertext of an expired message is released"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ((b">1-1061-1<", b">1-1024-1<"), "senderId"),
+        ((b"Type>20001<", b"Type>20201<"), "messageType"),
+        ((b"testDeliveryFlag>false<", b"testDeliveryFlag>true<"), "testDeliveryFlag"),
+    ],
+    ids=["sender", "message-type", "test-flag"],
+)
+async def test_a_payload_header_that_contradicts_the_envelope_is_refused_with_200(federation, clock, change, named):
+    """The eCH-0058 header inside the payload must agree with the envelope; the receipt names the field, nothing is queued."""
+    _, _, prepared = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+    contradicting = prepared.replace(*change)
+    assert contradicting != prepared
+    async with running(federation, clock) as nodes:
+        _, status, body = await submit(federation, MOVE, clock.now(), payload=contradicting)
+        assert (status, body["statusCode"]) == (422, 200), body
+        assert named in body["statusInfo"]
+        assert nodes["node-luzern"].store.queued() == []

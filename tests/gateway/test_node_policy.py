@@ -8,7 +8,8 @@ import pytest
 from lxml import etree
 
 from gateway.federation import NodeSpec, build_federation
-from gateway.samples import discover
+from gateway.ids import ParticipantId
+from gateway.samples import discover, payload_for
 from gateway.transport import TransferHeader
 
 from ..conftest import KANTON, LUZERN, SAMPLES, XSD
@@ -21,23 +22,12 @@ ALL = discover(SAMPLES)
 _SAMPLE = next(s for s in ALL if s.name.startswith("openech-ech0020-v2.2/movein-personsecondaryresidence"))
 
 
-class _Production:
-    """The open-eCH sample flagged as production data (the original says testDeliveryFlag=true)."""
-
-    name = _SAMPLE.name
-    data = _SAMPLE.data
-    envelope = None
-    namespace = _SAMPLE.namespace
-
-    @staticmethod
-    def payload() -> bytes:
-        flipped = _SAMPLE.payload().replace(b"testDeliveryFlag>true<", b"testDeliveryFlag>false<")
-        assert flipped != _SAMPLE.payload()
-        return flipped
-
-
-MOVE_IN = _Production()
+MOVE_IN = _SAMPLE  # sent from Luzern its header says production (testDeliveryFlag=false), see payload_for
 E20 = "http://www.ech.ch/xmlns/eCH-0020/2"
+
+
+def production_payload() -> bytes:
+    return payload_for(_SAMPLE, ParticipantId(LUZERN), ParticipantId(KANTON), 20201)
 
 
 @pytest.fixture
@@ -50,11 +40,10 @@ def governed(tmp_path):
     )  # fmt: skip
 
 
-async def send(federation, sample, recipient, clock, message_type=20201):
-    message_id, envelope = sample_envelope(sample, LUZERN, recipient, clock.now())
-    envelope = envelope.replace(b">20001<", f">{message_type}<".encode())
+async def send(federation, sample, recipient, clock, message_type=20201, payload=None):
+    message_id, envelope, prepared = sample_envelope(sample, LUZERN, recipient, clock.now(), message_type=message_type)
     async with client(federation, LUZERN) as api:
-        status, body = await api.submit(envelope, sample.payload(), sample.data.name)
+        status, body = await api.submit(envelope, prepared if payload is None else payload, sample.data.name)
     return message_id, status, body
 
 
@@ -68,7 +57,7 @@ async def test_a_permitted_message_carries_its_purpose_and_legal_basis_on_the_ti
         (policy,) = [e for e in events if e.kind == "policy"]
         assert "lu-gemeinden-an-kantonsregister" in policy.detail and "purpose" in policy.detail
         async with client(governed, KANTON) as api:
-            assert await api.payload(KANTON, LUZERN, message_id) == MOVE_IN.payload()
+            assert await api.payload(KANTON, LUZERN, message_id) == production_payload()
 
 
 async def test_religion_is_removed_for_a_gemeinde_and_the_result_still_validates(governed, clock, catalog):
@@ -82,7 +71,7 @@ async def test_religion_is_removed_for_a_gemeinde_and_the_result_still_validates
         tree = etree.fromstring(delivered).getroottree()
         catalog.validate(tree)
         assert tree.findall(f".//{{{E20}}}religion") == []
-        original = etree.fromstring(MOVE_IN.payload())
+        original = etree.fromstring(production_payload())
         assert len(original.findall(f".//{{{E20}}}religion")) == 1
         assert tree.findtext(f".//{{{E20}}}moveInPerson//{{http://www.ech.ch/xmlns/eCH-0044/1}}vn") == original.findtext(
             f".//{{{E20}}}moveInPerson//{{http://www.ech.ch/xmlns/eCH-0044/1}}vn"
@@ -92,9 +81,11 @@ async def test_religion_is_removed_for_a_gemeinde_and_the_result_still_validates
 
 
 async def test_a_test_delivery_never_reaches_a_production_participant(governed, clock):
-    """The unmodified sample (testDeliveryFlag=true) is refused for the production cantonal register."""
+    """The sample as a test delivery (testDeliveryFlag=true) is refused for the production cantonal register."""
+    test_delivery = production_payload().replace(b"testDeliveryFlag>false<", b"testDeliveryFlag>true<")
+    assert test_delivery != production_payload()
     async with running(governed, clock) as nodes:
-        message_id, status, body = await send(governed, _SAMPLE, KANTON, clock)
+        message_id, status, body = await send(governed, _SAMPLE, KANTON, clock, payload=test_delivery)
         assert status == 403 and body["statusCode"] == 311, body
         assert nodes["node-luzern"].store.queued() == []
 

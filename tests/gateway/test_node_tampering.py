@@ -25,9 +25,9 @@ async def chunks(data: bytes):
 
 
 async def queued_transfer(federation, clock, nodes):
-    message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+    message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
     async with client(federation, LUZERN) as api:
-        status, _ = await api.submit(envelope, MOVE.payload(), "data.xml")
+        status, _ = await api.submit(envelope, payload, "data.xml")
     assert status == 202
     (item,) = nodes["node-luzern"].store.queued()
     header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal)

@@ -51,18 +51,18 @@ async def test_every_valid_sample_arrives_byte_identical_in_both_directions(fede
         sent = []
         for index, sample in enumerate(VALID):
             sender, recipient = (LUZERN, KANTON) if index % 2 == 0 else (KANTON, LUZERN)
-            message_id, envelope = sample_envelope(sample, sender, recipient, clock.now())
+            message_id, envelope, payload = sample_envelope(sample, sender, recipient, clock.now())
             async with client(federation, sender) as api:
-                status, body = await api.submit(envelope, sample.payload(), sample.data.name)
+                status, body = await api.submit(envelope, payload, sample.data.name)
             assert status == 202, (sample.name, body)
-            sent.append((sender, recipient, message_id, sample))
-        for sender, recipient, message_id, sample in sent:
+            sent.append((sender, recipient, message_id, sample, payload))
+        for sender, recipient, message_id, sample, payload in sent:
             rows = await wait_settled(nodes[federation.node_of(sender).id], sender, message_id)
             assert [r.receipt_status for r in rows] == [100], sample.name
             async with client(federation, recipient) as api:
-                assert await api.payload(recipient, sender, message_id) == sample.payload(), sample.name
+                assert await api.payload(recipient, sender, message_id) == payload, sample.name
                 assert await api.acknowledge(recipient, sender, message_id) == 204
-        assert {s for s, _, _, _ in sent} == {LUZERN, KANTON}
+        assert {s for s, _, _, _, _ in sent} == {LUZERN, KANTON}
 
 
 async def test_payloads_without_a_public_schema_are_refused_with_200(federation, clock):
@@ -70,8 +70,8 @@ async def test_payloads_without_a_public_schema_are_refused_with_200(federation,
     async with running(federation, clock) as nodes:
         async with client(federation, LUZERN) as api:
             for sample in NO_SCHEMA:
-                message_id, envelope = sample_envelope(sample, LUZERN, KANTON, clock.now())
-                status, body = await api.submit(envelope, sample.payload(), sample.data.name)
+                message_id, envelope, payload = sample_envelope(sample, LUZERN, KANTON, clock.now())
+                status, body = await api.submit(envelope, payload, sample.data.name)
                 assert (status, body["statusCode"]) == (422, 200), sample.name
                 receipts = [r for r in await api.receipts(LUZERN) if r["messageId"] == message_id]
                 assert [r["statusCode"] for r in receipts] == [200]
@@ -91,14 +91,14 @@ async def test_a_well_formed_route_carries_ech0020_v1_samples(tmp_path, clock):
     v1 = [s for s in NO_SCHEMA if s.namespace.endswith("eCH-0020/1")][:5]
     async with running(federation, clock) as nodes, forwarding(nodes):
         for sample in v1:
-            message_id, envelope = sample_envelope(sample, LUZERN, KANTON, clock.now())
+            message_id, envelope, payload = sample_envelope(sample, LUZERN, KANTON, clock.now())
             async with client(federation, LUZERN) as api:
-                status, _ = await api.submit(envelope, sample.payload(), sample.data.name)
+                status, _ = await api.submit(envelope, payload, sample.data.name)
             assert status == 202
             rows = await wait_settled(nodes["node-luzern"], LUZERN, message_id)
             assert rows[0].receipt_status == 100
             async with client(federation, KANTON) as api:
-                assert await api.payload(KANTON, LUZERN, message_id) == sample.payload()
+                assert await api.payload(KANTON, LUZERN, message_id) == payload
 
 
 @pytest.mark.parametrize("path", BROKEN_ENVELOPES, ids=lambda p: p.parent.name)

@@ -65,8 +65,8 @@ async def test_a_sender_killed_right_after_202_delivers_every_message_exactly_on
     ids = []
     async with client(federation, LUZERN) as api:
         for _ in range(5):
-            message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
-            status, _ = await api.submit(envelope, MOVE.payload(), "data.xml")
+            message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+            status, _ = await api.submit(envelope, payload, "data.xml")
             assert status == 202
             ids.append(message_id)
     luzern.send_signal(signal.SIGKILL)
@@ -84,8 +84,8 @@ async def test_a_receiver_killed_right_after_storing_delivers_once_after_restart
     kanton = await launch(federation, "node-kanton", processes, env={"DREHSCHEIBE_FAULT": "kill-after-deliver"})
     await launch(federation, "node-luzern", processes)
     async with client(federation, LUZERN) as api:
-        message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
-        status, _ = await api.submit(envelope, MOVE.payload(), "data.xml")
+        message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+        status, _ = await api.submit(envelope, payload, "data.xml")
         assert status == 202
     for _ in range(300):
         if kanton.poll() is not None:
@@ -125,7 +125,7 @@ async def test_a_200_mb_payload_crosses_two_nodes_with_peak_rss_under_200_mb(tmp
             chunk = block[i:] + block[:i]
             digest.update(chunk)
             handle.write(chunk)
-    message_id, envelope = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+    message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
     async with client(federation, LUZERN) as api:
         with open(source, "rb") as payload:
             status, body = await api.submit(envelope, payload, "data.bin")

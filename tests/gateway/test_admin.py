@@ -1,0 +1,150 @@
+"""The admin API: policy status and reload, admin tokens only, every reload audited before it takes effect."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.audit import Action, ActorKind
+from gateway.audit import Outcome as AuditOutcome
+from gateway.federation import NodeSpec, build_federation
+
+from ..conftest import KANTON, LUZERN, XSD
+from .nodes import running
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
+
+
+@pytest.fixture
+def governed(tmp_path):
+    """Two nodes sharing a copy of the demo policies that the tests may edit."""
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    federation = build_federation(
+        tmp_path / "governed", [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-kanton", [KANTON])],
+        schemas=XSD, policies=policies,
+    )  # fmt: skip
+    federation.policies = policies
+    return federation
+
+
+async def call(federation, node_id, method, path, token):
+    context = ssl.create_default_context(cafile=str(federation.ca_file))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.request(method, federation.api_url(node_id) + path, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+def reloads(node):
+    return [r for _, _, r in node.audit.iter_records() if r.action is Action.POLICY_RELOAD]
+
+
+async def test_policy_status_shows_the_revision_and_each_rules_purpose_and_legal_basis(governed, clock):
+    async with running(governed, clock, "node-luzern") as nodes:
+        admin = governed.operator_tokens["node-luzern"]["admin"]
+        status, body = await call(governed, "node-luzern", "GET", "/admin/v1/policies", admin)
+        assert status == 200
+        assert body["revision"] == nodes["node-luzern"].policies.revision
+        rule = next(r for r in body["rules"] if r["id"] == "lu-gemeinden-an-kantonsregister")
+        assert rule["purpose"] and rule["legalBasis"] and rule["legalReference"]
+
+
+@pytest.mark.parametrize("who", ["none", "system", "auditor", "other-node-admin"])
+async def test_only_this_nodes_admin_may_use_the_admin_api(governed, clock, who):
+    """Deny by default: no token, a local system's token, an auditor's or another node's admin token get 401."""
+    token = {
+        "none": None,
+        "system": governed.tokens[LUZERN],
+        "auditor": governed.operator_tokens["node-luzern"]["auditor"],
+        "other-node-admin": governed.operator_tokens["node-kanton"]["admin"],
+    }[who]
+    async with running(governed, clock, "node-luzern") as nodes:
+        before = nodes["node-luzern"].policies.revision
+        for method, path in (("GET", "/admin/v1/policies"), ("POST", "/admin/v1/policies/reload")):
+            status, _ = await call(governed, "node-luzern", method, path, token)
+            assert status == 401
+        assert nodes["node-luzern"].policies.revision == before
+        assert reloads(nodes["node-luzern"]) == []
+
+
+async def test_a_reload_swaps_the_set_and_records_who_old_and_new_revision_and_the_change(governed, clock):
+    async with running(governed, clock, "node-luzern") as nodes:
+        node = nodes["node-luzern"]
+        before = node.policies.revision
+        rules = governed.policies / "einwohnerregister.toml"
+        rules.write_text(rules.read_text().replace('id = "lu-gemeinden-zuzugsmeldung"', 'id = "lu-zuzug-neu"'))
+        status, body = await call(governed, "node-luzern", "POST", "/admin/v1/policies/reload", governed.operator_tokens["node-luzern"]["admin"])
+        assert status == 200 and body["accepted"] is True
+        assert body["old_revision"] == before and body["new_revision"] == node.policies.revision != before
+        assert {r.id for r in node.policies.engine.policy_set.rules} >= {"lu-zuzug-neu"}
+        (record,) = reloads(node)
+        assert record.actor.kind is ActorKind.ADMIN and record.actor.id == "admin-node-luzern"
+        assert record.details["old_revision"] == before and record.details["new_revision"] == node.policies.revision
+        assert "lu-zuzug-neu" in record.details["rules_changed"] and "lu-gemeinden-zuzugsmeldung" in record.details["rules_changed"]
+
+
+async def test_a_bad_policy_file_is_refused_the_old_set_stays_and_the_refusal_is_audited(governed, clock):
+    async with running(governed, clock, "node-luzern") as nodes:
+        node = nodes["node-luzern"]
+        before = node.policies.revision
+        rules = governed.policies / "einwohnerregister.toml"
+        rules.write_text(rules.read_text().replace('recipients = ["2-LU-1"]', 'recipients = ["unknown-group"]'))
+        status, body = await call(governed, "node-luzern", "POST", "/admin/v1/policies/reload", governed.operator_tokens["node-luzern"]["admin"])
+        assert status == 422 and body["accepted"] is False
+        assert "einwohnerregister.toml" in body["error"] and "lu-gemeinden-an-kantonsregister" in body["error"]
+        assert node.policies.revision == before
+        (record,) = reloads(node)
+        assert record.outcome is AuditOutcome.REFUSED and record.details["accepted"] == "false"
+
+
+async def test_no_audit_record_no_reload(governed, clock):
+    """While the audit log cannot be written, a reload answers 403 and the running set stays."""
+    import sqlite3
+
+    async with running(governed, clock, "node-luzern") as nodes:
+        node = nodes["node-luzern"]
+        before = node.policies.revision
+        rules = governed.policies / "einwohnerregister.toml"
+        rules.write_text(rules.read_text().replace('id = "lu-gemeinden-zuzugsmeldung"', 'id = "lu-zuzug-neu"'))
+        blocker = sqlite3.connect(node.config.audit_log, timeout=0.1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            status, body = await call(governed, "node-luzern", "POST", "/admin/v1/policies/reload", governed.operator_tokens["node-luzern"]["admin"])
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert status == 503 and body["statusCode"] == 403
+        assert node.policies.revision == before
+
+
+async def test_sighup_reloads_the_policies_of_a_running_node_process(governed, tmp_path):
+    """An operator's `kill -HUP` reloads the files; the admin API then shows the new revision."""
+    import asyncio
+    import signal
+
+    from gateway.demo import start_node, wait_ready
+
+    process = start_node(governed, "node-luzern", tmp_path / "logs")
+    try:
+        await wait_ready(governed, "node-luzern", process=process)
+        admin = governed.operator_tokens["node-luzern"]["admin"]
+        _, before = await call(governed, "node-luzern", "GET", "/admin/v1/policies", admin)
+        rules = governed.policies / "einwohnerregister.toml"
+        rules.write_text(rules.read_text().replace('id = "lu-gemeinden-zuzugsmeldung"', 'id = "lu-zuzug-neu"'))
+        process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            _, after = await call(governed, "node-luzern", "GET", "/admin/v1/policies", admin)
+            if after["revision"] != before["revision"]:
+                break
+            await asyncio.sleep(0.05)
+        assert after["revision"] != before["revision"]
+        assert "lu-zuzug-neu" in {r["id"] for r in after["rules"]}
+        assert process.poll() is None, "SIGHUP must not stop the node"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
