@@ -67,9 +67,18 @@ class ValidationResult:
 
 @runtime_checkable
 class EchAdapter(Protocol):
-    """One eCH format and version."""
+    """One eCH format and version.
+
+    ``standard`` is the eCH standard the adapter is specific to (``"eCH-0020"``), or None
+    for an adapter that takes any eCH standard; a recipient that lists a specific adapter
+    has said which versions of that standard it reads. ``converts_to`` names the adapters
+    :meth:`convert` has a mapping to (besides its own name), so a caller can choose a
+    target without trying.
+    """
 
     name: str
+    standard: str | None
+    converts_to: tuple[str, ...]
 
     def detect(self, tree: etree._ElementTree) -> DetectedFormat | None:
         """Return the format when the document is this adapter's, else None."""

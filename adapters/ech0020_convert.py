@@ -15,7 +15,10 @@ samples and fixing what the validator reported. The structural differences handl
 * dwelling addresses lose the ``withoutEGID`` wrapper; residences lose the
   ``mainResidence``/``secondaryResidence`` wrapper;
 * simple events (move, moveOut, contact, death, changeName) carry a bare
-  eCH-0044 person identification instead of a wrapper.
+  eCH-0044 person identification instead of a wrapper;
+* a birth's child becomes a 3.0 ``birthPerson`` with the marital status a newborn has
+  (single) made explicit; the parents (``mother``/``father``) are refused, because 3.0
+  requires their custody (``care``), which 2.x does not carry.
 
 Anything outside that mapping raises :class:`ConversionUnavailable`; the converter never
 guesses. Error messages name elements, never their content (personal data).
@@ -67,11 +70,17 @@ _RENAME = {
 
 # Events the standard changed so that 3.0 needs data 2.x does not carry: refused with the reason.
 REFUSED_EVENTS = {
-    "birth": "3.0 birth requires the child's residence and lock data, which a 2.x birth does not carry",
     "changeResidencePermit": "3.0 types it as an entry-residence-permit event, a mapping not implemented here",
 }
 
-CONVERTIBLE_EVENTS = ("baseDelivery", "moveIn", "move", "moveOut", "contact", "death", "changeName")
+CONVERTIBLE_EVENTS = ("baseDelivery", "moveIn", "move", "moveOut", "contact", "death", "changeName", "birth")
+
+# 2.x name fields (eCH-0011/4 or eCH-0020/2) and their eCH-0011/8 nameData names, in 3.0 order.
+_OPTIONAL_NAMES = (("originalName", "originalName"), ("alliancePartnershipName", "allianceName"),
+                   ("aliasName", "aliasName"), ("otherName", "otherName"), ("callName", "callName"))
+
+# eCH-0011 maritalStatus 1 = ledig (single).
+_SINGLE = "1"
 
 
 def _q(prefix: str, name: str) -> str:
@@ -166,26 +175,13 @@ class _Converter:
                nationality: etree._Element, religion: str | None, language: str | None,
                contact: etree._Element | None, date_of_death: str | None,
                any_person: etree._Element, addons: list[etree._Element],
-               data_lock: str | None, paper_lock: str | None) -> None:
+               data_lock: str | None, paper_lock: str | None, names_ns: str = "e11") -> None:
         out = _sub(parent, "e20", name)
         self.person_identification(out, "personIdentification", pid)
-        name_data = _sub(_sub(out, "e20", "nameInfo"), "e20", "nameData")
-        _sub(name_data, "e11", "officialName", _text(pid, "e44:officialName"))
-        _sub(name_data, "e11", "firstName", _text(pid, "e44:firstName"))
-        for old, new in (("originalName", "originalName"), ("alliancePartnershipName", "allianceName"),
-                         ("aliasName", "aliasName"), ("otherName", "otherName"), ("callName", "callName")):
-            value = _text(names, f"e11:{old}")
-            if value:
-                _sub(name_data, "e11", new, value)
-        if _find(any_person, "e11:foreigner/e11:nameOnPassport") is not None:
-            raise _refuse("foreigner/nameOnPassport (3.0 needs a structured foreign name)")
-        birth = _sub(_sub(out, "e20", "birthInfo"), "e20", "birthData")
-        _append_copy(birth, _find(pid, "e44:dateOfBirth"), "e11", "dateOfBirth")
-        self.place_of_birth(birth, place_of_birth)
-        _sub(birth, "e11", "sex", _text(pid, "e44:sex"))
-        if religion is None:
-            raise _refuse("a person without religion (required in 3.0)")
-        _sub(_sub(out, "e20", "religionData"), "e11", "religion", religion)
+        self.name_info(out, pid, {new: _text(names, f"{names_ns}:{old}") for old, new in _OPTIONAL_NAMES})
+        self._no_name_on_passport(any_person)
+        self.birth_info(out, pid, place_of_birth)
+        self.religion_data(out, religion)
         marital_out = _sub(_sub(out, "e20", "maritalInfo"), "e20", "maritalData")
         _sub(marital_out, "e11", "maritalStatus", _text(marital, "e11:maritalStatus"))
         if _text(marital, "e11:dateOfMaritalStatus"):
@@ -197,18 +193,61 @@ class _Converter:
             _sub(separation, "e11", "separation", _text(marital, "e11:separation"))
             if _text(marital, "e11:dateOfSeparation"):
                 _sub(separation, "e11", "separationValidFrom", _text(marital, "e11:dateOfSeparation"))
-        nat = _sub(out, "e20", "nationalityData")
-        _sub(nat, "e11", "nationalityStatus", _text(nationality, "e11:nationalityStatus"))
-        country = _find(nationality, "e11:country")
-        if country is not None:
-            _append_copy(_sub(nat, "e11", "countryInfo"), country, "e11", "country")
+        self.nationality_data(out, nationality)
         if date_of_death:
             period = _sub(_sub(out, "e20", "deathData"), "e11", "deathPeriod")
             _sub(period, "e11", "dateFrom", date_of_death)
         if contact is not None:
             self.contact_data(out, "contactData", contact)
+        self.additional_data(out, language)
+        self.origin_or_permit(out, any_person, addons)
+        self.lock_data(out, data_lock, paper_lock)
+
+    # The parts of a 3.0 person, shared by the full person above and the birth person.
+
+    @staticmethod
+    def name_info(out: etree._Element, pid: etree._Element, optional: dict[str, str | None]) -> etree._Element:
+        """nameInfo/nameData: the official and first name come from the identification."""
+        name_data = _sub(_sub(out, "e20", "nameInfo"), "e20", "nameData")
+        _sub(name_data, "e11", "officialName", _text(pid, "e44:officialName"))
+        _sub(name_data, "e11", "firstName", _text(pid, "e44:firstName"))
+        for _old, new in _OPTIONAL_NAMES:
+            if optional.get(new):
+                _sub(name_data, "e11", new, optional[new])
+        return name_data
+
+    @staticmethod
+    def _no_name_on_passport(any_person: etree._Element | None) -> None:
+        if _find(any_person, "e11:foreigner/e11:nameOnPassport") is not None:
+            raise _refuse("foreigner/nameOnPassport (3.0 needs a structured foreign name)")
+
+    def birth_info(self, out: etree._Element, pid: etree._Element, place: etree._Element, place_ns: str = "e11") -> None:
+        birth = _sub(_sub(out, "e20", "birthInfo"), "e20", "birthData")
+        _append_copy(birth, _find(pid, "e44:dateOfBirth"), "e11", "dateOfBirth")
+        self.place_of_birth(birth, place, place_ns)
+        _sub(birth, "e11", "sex", _text(pid, "e44:sex"))
+
+    @staticmethod
+    def religion_data(out: etree._Element, religion: str | None) -> None:
+        if religion is None:
+            raise _refuse("a person without religion (required in 3.0)")
+        _sub(_sub(out, "e20", "religionData"), "e11", "religion", religion)
+
+    @staticmethod
+    def nationality_data(out: etree._Element, nationality: etree._Element) -> None:
+        nat = _sub(out, "e20", "nationalityData")
+        _sub(nat, "e11", "nationalityStatus", _text(nationality, "e11:nationalityStatus"))
+        country = _find(nationality, "e11:country")
+        if country is not None:
+            _append_copy(_sub(nat, "e11", "countryInfo"), country, "e11", "country")
+
+    @staticmethod
+    def additional_data(out: etree._Element, language: str | None) -> None:
         if language:
             _sub(_sub(out, "e20", "personAdditionalData"), "e21", "languageOfCorrespondance", language)
+
+    def origin_or_permit(self, out: etree._Element, any_person: etree._Element, addons: list[etree._Element]) -> None:
+        """anyPerson/swiss -> placeOfOriginInfo (one per origin); anyPerson/foreigner -> residencePermitData."""
         swiss = _find(any_person, "e11:swiss")
         foreigner = _find(any_person, "e11:foreigner")
         if swiss is not None:
@@ -231,30 +270,35 @@ class _Converter:
                 _sub(permit, "e11", "residencePermitValidTill", _text(foreigner, "e11:residencePermitTill"))
         else:
             raise _refuse("anyPerson without swiss or foreigner")
+
+    @staticmethod
+    def lock_data(out: etree._Element, data_lock: str | None, paper_lock: str | None) -> None:
         lock = _sub(out, "e20", "lockData")
         # 2.x made the locks optional and absence meant "no lock" (code 0); 3.0 requires them.
         _sub(lock, "e21", "dataLock", data_lock or "0")
         _sub(lock, "e21", "paperLock", paper_lock or "0")
 
     @staticmethod
-    def place_of_birth(parent: etree._Element, place: etree._Element) -> None:
-        """2.x birthplaceType -> 3.0 generalPlaceType.
+    def place_of_birth(parent: etree._Element, place: etree._Element, ns: str = "e11") -> None:
+        """2.x birthplaceType (eCH-0011) or birthBirthPlaceType (eCH-0020, ``ns="e20"``) -> 3.0 generalPlaceType.
 
         2.x wrapped a Swiss municipality with a fixed country ``CH`` and called the foreign
         town ``foreignBirthTown``; 3.0 has the municipality directly and calls it ``town``.
+        The birth event's own type has the same shape in the eCH-0020 namespace, without
+        ``unknown``.
         """
         out = _sub(parent, "e11", "placeOfBirth")
-        swiss = _find(place, "e11:swissTown")
-        foreign = _find(place, "e11:foreignCountry")
-        if _find(place, "e11:unknown") is not None:
-            _sub(out, "e11", "unknown", _text(place, "e11:unknown"))
+        swiss = _find(place, f"{ns}:swissTown")
+        foreign = _find(place, f"{ns}:foreignCountry")
+        if _find(place, f"{ns}:unknown") is not None:
+            _sub(out, "e11", "unknown", _text(place, f"{ns}:unknown"))
         elif swiss is not None:
-            _append_copy(out, _find(swiss, "e11:municipality"), "e11", "swissTown")
+            _append_copy(out, _find(swiss, f"{ns}:municipality"), "e11", "swissTown")
         elif foreign is not None:
             target = _sub(out, "e11", "foreignCountry")
-            _append_copy(target, _find(foreign, "e11:country"), "e11", "country")
-            if _text(foreign, "e11:foreignBirthTown"):
-                _sub(target, "e11", "town", _text(foreign, "e11:foreignBirthTown"))
+            _append_copy(target, _find(foreign, f"{ns}:country"), "e11", "country")
+            if _text(foreign, f"{ns}:foreignBirthTown"):
+                _sub(target, "e11", "town", _text(foreign, f"{ns}:foreignBirthTown"))
         else:
             raise _refuse("placeOfBirth")
 
@@ -376,22 +420,10 @@ class _Converter:
             language=_text(person, "e20:languageOfCorrespondance"), contact=_find(person, "e20:contact"),
             date_of_death=None, any_person=_find(person, "e20:anyPerson"),
             addons=person.findall("e20:placeOfOriginAddon", V2), data_lock=None, paper_lock=None,
+            # The v2 moveIn person's name fields live in the eCH-0020/2 namespace, not eCH-0011.
+            names_ns="e20",
         )
-        # The v2 moveIn person's name fields live in the eCH-0020/2 namespace, not eCH-0011.
-        name_data = out.find(f"{_q('e20', 'moveInPerson')}/{_q('e20', 'nameInfo')}/{_q('e20', 'nameData')}")
-        for old, new in (("originalName", "originalName"), ("alliancePartnershipName", "allianceName"),
-                         ("aliasName", "aliasName"), ("otherName", "otherName"), ("callName", "callName")):
-            value = _text(person, f"e20:{old}")
-            if value:
-                _sub(name_data, "e11", new, value)
-        self._reorder(name_data, ("officialName", "firstName", "originalName", "allianceName", "aliasName", "otherName", "callName"))
         self.residence(out, event)
-
-    @staticmethod
-    def _reorder(el: etree._Element, order: tuple[str, ...]) -> None:
-        children = sorted(el, key=lambda c: order.index(etree.QName(c).localname))
-        for child in children:
-            el.append(child)
 
     def move(self, parent: etree._Element, event: etree._Element) -> None:
         self._no_extension(event, "move")
@@ -430,6 +462,39 @@ class _Converter:
         period = _sub(_sub(out, "e20", "deathData"), "e11", "deathPeriod")
         _sub(period, "e11", "dateFrom", _text(event, "e20:dateOfDeath"))
 
+    def birth(self, parent: etree._Element, event: etree._Element) -> None:
+        """2.3 eventBirth -> 3.0 eventBirth.
+
+        The child's 2.x ``birthPersonType`` (identification, callName, placeOfBirth,
+        nationality, religion, language, anyPerson) becomes the 3.0 ``birthPersonType``.
+        3.0 additionally requires ``maritalData`` and ``lockData``: a newborn is single
+        (eCH-0011 maritalStatus 1), which is why 2.x did not carry it, and absent 2.x locks
+        mean "no lock" (code 0) as everywhere in this mapping. The 3.0 residence of the
+        child is optional and 2.x has none, so none is written.
+        """
+        self._no_extension(event, "birth")
+        for parent_part in ("mother", "father"):
+            if _find(event, f"e20:{parent_part}") is not None:
+                # 3.0 carries parents as eCH-0021/7 parentalRelationship, whose "care"
+                # (parental custody) is required; a 2.x birth does not say who has custody,
+                # and the converter does not invent it.
+                raise _refuse(f"birth/{parent_part} (3.0 parentalRelationship requires the parental "
+                              "custody (care), which a 2.x birth does not carry)")
+        person = _find(event, "e20:birthPerson")
+        pid = _find(person, "e20:personIdentification")
+        any_person = _find(person, "e20:anyPerson")
+        self._no_name_on_passport(any_person)
+        out = _sub(_sub(parent, "e20", "birth"), "e20", "birthPerson")
+        self.person_identification(out, "personIdentification", pid)
+        self.name_info(out, pid, {"callName": _text(person, "e20:callName")})
+        self.birth_info(out, pid, _find(person, "e20:placeOfBirth"), place_ns="e20")
+        self.religion_data(out, _text(person, "e20:religion"))
+        _sub(_sub(out, "e20", "maritalData"), "e11", "maritalStatus", _SINGLE)
+        self.nationality_data(out, _find(person, "e20:nationality"))
+        self.additional_data(out, _text(person, "e20:languageOfCorrespondance"))
+        self.origin_or_permit(out, any_person, [])
+        self.lock_data(out, None, None)
+
     def change_name(self, parent: etree._Element, event: etree._Element) -> None:
         self._no_extension(event, "changeName")
         person = _find(event, "e20:changeNamePerson")
@@ -442,8 +507,7 @@ class _Converter:
         # 3.0 sends the complete new name: fields not changed come from the identification.
         _sub(name_data, "e11", "officialName", _text(person, "e20:officialName") or _text(pid, "e44:officialName"))
         _sub(name_data, "e11", "firstName", _text(person, "e20:firstName") or _text(pid, "e44:firstName"))
-        for old, new in (("originalName", "originalName"), ("alliancePartnershipName", "allianceName"),
-                         ("aliasName", "aliasName"), ("otherName", "otherName"), ("callName", "callName")):
+        for old, new in _OPTIONAL_NAMES:
             if _text(person, f"e20:{old}"):
                 _sub(name_data, "e11", new, _text(person, f"e20:{old}"))
 
@@ -498,6 +562,7 @@ _EVENTS: dict[str, Callable[[_Converter, etree._Element, etree._Element], None]]
     "contact": _Converter.contact,
     "death": _Converter.death,
     "changeName": _Converter.change_name,
+    "birth": _Converter.birth,
 }
 
 

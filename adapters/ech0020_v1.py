@@ -19,6 +19,8 @@ WELL_FORMED_ONLY_INFO = "eCH-0020 v1: no public XSD, checked for well-formedness
 
 class Ech0020V1Adapter:
     name = "ech0020-v1"
+    standard = "eCH-0020"
+    converts_to: tuple[str, ...] = ()
 
     def detect(self, tree: etree._ElementTree) -> DetectedFormat | None:
         return detect_namespace(tree, self.name, NAMESPACE)

@@ -22,6 +22,8 @@ class Ech0020V2Adapter:
     decision for persons whose 2.x localPersonId is empty (see :func:`convert_v2_to_v3`)."""
 
     name = "ech0020-v2"
+    standard = "eCH-0020"
+    converts_to = (ech0020_v3.Ech0020V3Adapter.name,)
 
     def __init__(self, catalog: SchemaCatalog, *, local_id_category: str | None = None) -> None:
         self._catalog = catalog

@@ -13,6 +13,8 @@ NAMESPACE = "http://www.ech.ch/xmlns/eCH-0020/3"
 
 class Ech0020V3Adapter:
     name = "ech0020-v3"
+    standard = "eCH-0020"
+    converts_to: tuple[str, ...] = ()
 
     def detect(self, tree: etree._ElementTree) -> DetectedFormat | None:
         return detect_namespace(tree, self.name, NAMESPACE)

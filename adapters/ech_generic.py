@@ -15,6 +15,8 @@ from .base import ECH_NAMESPACE, DetectedFormat, ValidationResult, components_of
 
 class EchGenericAdapter:
     name = "ech-generic"
+    standard = None
+    converts_to: tuple[str, ...] = ()
 
     def detect(self, tree: etree._ElementTree) -> DetectedFormat | None:
         namespace = etree.QName(tree.getroot()).namespace or ""

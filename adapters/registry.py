@@ -7,14 +7,14 @@ at load time on an unknown name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from lxml import etree
 
 from gateway.ids import GatewayError, StatusCode
 from gateway.schemas import SchemaCatalog
 
-from .base import DetectedFormat, EchAdapter
+from .base import ECH_NAMESPACE, DetectedFormat, EchAdapter
 from .ech0020_v1 import Ech0020V1Adapter
 from .ech0020_v2 import Ech0020V2Adapter
 from .ech0020_v3 import Ech0020V3Adapter
@@ -45,6 +45,10 @@ class AdapterRegistry:
     def names(self) -> tuple[str, ...]:
         return tuple(self._adapters)
 
+    def __iter__(self) -> Iterator[EchAdapter]:
+        """The adapters in detection order."""
+        return iter(self._adapters.values())
+
     def get(self, name: str) -> EchAdapter:
         try:
             return self._adapters[name]
@@ -63,8 +67,10 @@ class AdapterRegistry:
             detected = adapter.detect(tree)
             if detected is not None:
                 return adapter, detected
-        namespace = etree.QName(tree.getroot()).namespace or "(none)"
-        raise UnknownFormat(f"no adapter in use recognises namespace {namespace}")
+        namespace = etree.QName(tree.getroot()).namespace or ""
+        # SECURITY: a namespace outside eCH is free text from the document and is not quoted.
+        shown = namespace if ECH_NAMESPACE.match(namespace) else ("(none)" if not namespace else "outside eCH")
+        raise UnknownFormat(f"no adapter in use recognises namespace {shown}")
 
 
 def default_registry(catalog: SchemaCatalog, *, local_id_category: str | None = None) -> AdapterRegistry:

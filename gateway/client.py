@@ -46,10 +46,9 @@ class LocalApiClient:
 
     async def _get_json(self, path: str):
         async with self._session.get(self.base_url + path) as response:
-            body = await response.json(content_type=None)
             if response.status != 200:
-                raise ApiError(response.status, body)
-            return body
+                raise ApiError(response.status, await response.text())
+            return await response.json(content_type=None)
 
     async def status(self, sender: str, message_id: str) -> dict:
         return await self._get_json(f"/api/v1/messages/{sender}/{message_id}")

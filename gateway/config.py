@@ -163,6 +163,9 @@ class NodeConfig:
     audit_secret: Path | None = None  # per-deployment secret for keyed person hashes in audit records
     audit_retention_days: int = 366  # records older than this are pruned (never less than a year, leap years included)
     operators: tuple[Operator, ...] = ()
+    # eCH-0020 2.x → 3.0: an empty localPersonId (allowed in 2.x, not in 3.0) becomes
+    # (this category, the AHV number); None refuses such a conversion with 303.
+    local_person_id_category: str | None = None
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -357,6 +360,7 @@ def load_config(path: Path | str) -> NodeConfig:
         audit_secret=node.path("audit_secret") if "audit_secret" in node.data else None,
         audit_retention_days=_retention(node),
         operators=tuple(operators),
+        local_person_id_category=root.sub("adapters", required=False).get("local_person_id_category", str, None),
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -34,6 +35,7 @@ from joserfc.jwk import ECKey
 from lxml import etree
 
 from adapters.ech0058 import UnsupportedHeaderVersion, check_header_against_envelope, extract_header, find_header
+from adapters.pipeline import Inspection, adapt_for, inspect
 from adapters.registry import AdapterRegistry, UnknownAdapter, default_registry
 
 from .clock import Clock, backoff_delay
@@ -91,6 +93,7 @@ class SealedPart:
     size: int
     namespace: str | None
     acceptance: PayloadAcceptance
+    converted: str | None = None  # "ech0020-v2 → ech0020-v3" when converted for these recipients
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class Node:
 
     def _load_adapters(self, config: NodeConfig) -> tuple[dict[ParticipantId, AdapterRegistry], dict[ParticipantId, AdapterRegistry]]:
         """Per participant: the formats it sends (hosted) and accepts (hosted or known)."""
-        shipped = default_registry(self.catalog)
+        shipped = default_registry(self.catalog, local_id_category=config.local_person_id_category)
         selected: dict[tuple[str, ...], AdapterRegistry] = {}
         sending, accepting = {}, {}
         for participant in (*config.participants, *config.known_participants):
@@ -366,14 +369,17 @@ class Node:
             return  # eCH-0058 v1 (eCH-0020 v1 documents): the versions this check covers are 2–5
         check_header_against_envelope(header, envelope)
 
-    def inspect_format(self, envelope: Envelope, tree: etree._ElementTree):
-        """Recognise and validate the payload with the sender's configured adapters."""
+    def inspect_format(self, envelope: Envelope, tree: etree._ElementTree, plan) -> Inspection | None:
+        """Recognise and validate the payload with the sender's configured adapters.
+
+        Validation is as strict as the strictest route: only when every recipient's route
+        accepts well-formed payloads (eCH-0020 v1 has no public XSD) is the schema skipped.
+        """
         adapters = self.participant_adapters.get(envelope.sender)
         if adapters is None:
             return None
-        from adapters.pipeline import inspect  # TEMP until pipeline lands
-
-        return inspect(tree, adapters, self.catalog)
+        lenient = _strictest(mode for _, _, mode in plan) is not PayloadAcceptance.SCHEMA_VALID
+        return inspect(tree, adapters, self.catalog, well_formed_only=lenient)
 
     def decide(self, envelope: Envelope, plan, size: int, facts: PayloadFacts | None) -> dict[str, object]:
         """Policy (egress): decide per recipient; any denial refuses the whole message."""
@@ -403,7 +409,7 @@ class Node:
         refs, inspection = (), None
         if tree is not None:
             self.check_header(envelope, tree)
-            inspection = self.inspect_format(envelope, tree)
+            inspection = self.inspect_format(envelope, tree, plan)
             refs = person_refs(tree, self.person_secret) if self.person_secret else ()
         variants: dict[tuple, list] = {}
         for item in plan:
@@ -416,12 +422,15 @@ class Node:
             data = payload
             if redactions:
                 data = redact(data, redactions, self.catalog).payload
+            conversion = None
             if target is not None:
-                from adapters.pipeline import adapt_for  # TEMP until pipeline lands
-
                 converted = adapt_for(inspection, parse_xml(data, self.config.limits.xml), target)
-                data = converted if converted is not None else data
-            parts.append(await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members))
+                if converted is not None:
+                    data = converted
+                    target_name = target.detect(parse_xml(data, self.config.limits.xml))[0].name
+                    conversion = f"{inspection.adapter.name} → {target_name}"
+            part = await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members)
+            parts.append(dataclasses.replace(part, converted=conversion) if conversion else part)
         return parts, decisions, refs
 
     async def decide_and_seal_streamed(self, envelope, envelope_xml, head, rest, payload_name, plan, content):
@@ -505,6 +514,10 @@ class Node:
             if decision.redactions:
                 summary += f"; removed: {', '.join(decision.redactions)}"
             events.append((recipient, self.event("policy", detail=summary[:500])))
+        for part in parts:
+            if part.converted:
+                for recipient, _, _ in part.plan:
+                    events.append((str(recipient), self.event("converted", detail=f"{part.converted} for {recipient}")))
         events.append((None, self.event("sealed", detail=f"{len(parts)} ciphertext(s)")))
         outcome = self.store.submit(
             sender=str(envelope.sender), message_id=envelope.message_id, content_sha256=content_sha256,
@@ -818,6 +831,8 @@ class Node:
                                   self.event("retry", status=int(receipt.status), detail=receipt.status_info))  # fmt: skip
             return False
         state = OutgoingState.DELIVERED if receipt.status is StatusCode.DELIVERED else OutgoingState.FAILED
+        if signer == self.id:
+            remote_events = []  # a local delivery already wrote its events into this store's timeline
         events = [*remote_events, self.event("receipt", status=int(receipt.status), detail=receipt.status_info)]
         envelope = parse_envelope(item.envelope, None)
         peer_actor = Actor(ActorKind.PEER_NODE, signer)

@@ -197,12 +197,138 @@ def test_deliveries_without_a_mapping_are_refused_clearly(adapter, sample, reaso
         assert personal not in caught.value.info
 
 
-def test_a_birth_is_refused_because_3_0_needs_the_residence():
-    """A 2.x birth is refused: 3.0 requires the child's residence, which 2.x does not carry."""
-    source = replace_event(OPEN_ECH / "div-movetest/moveTest.xml",
-                           f"<e20:birth {NS_DECL}><e20:birthPerson>PID</e20:birthPerson></e20:birth>")
-    with pytest.raises(ConversionUnavailable, match="residence"):
-        convert_v2_to_v3(source, local_id_category="CH.VN")
+# No public 2.x birth event exists (the open-eCH "BirthTest" files are baseDeliveries), so the
+# birth deliveries below are built from eCH-0020-2-3.xsd: a real delivery's header with a
+# birth event whose every element follows the 2.3 birthPersonType, checked against the XSD
+# before each conversion. The child is fictitious.
+E11_4 = "http://www.ech.ch/xmlns/eCH-0011/4"
+BIRTH_NS = (f'xmlns:e20="{E20_2}" xmlns:e44="{E44_1}" xmlns:e11="{E11_4}" '
+            'xmlns:e7="http://www.ech.ch/xmlns/eCH-0007/4" xmlns:e8="http://www.ech.ch/xmlns/eCH-0008/2"')
+CHILD_ID = ("<e20:personIdentification><e44:vn>7569217076985</e44:vn>"
+            "<e44:localPersonId><e44:personIdCategory>CH.ZAR</e44:personIdCategory><e44:personId>4711</e44:personId></e44:localPersonId>"
+            "<e44:officialName>Beispiel</e44:officialName><e44:firstName>Lea Sofia</e44:firstName><e44:sex>2</e44:sex>"
+            "<e44:dateOfBirth><e44:yearMonthDay>2024-03-05</e44:yearMonthDay></e44:dateOfBirth></e20:personIdentification>")
+SWISS_BIRTH = ("<e20:placeOfBirth><e20:swissTown><e20:country>CH</e20:country><e20:municipality>"
+               "<e7:municipalityId>1061</e7:municipalityId><e7:municipalityName>Luzern</e7:municipalityName>"
+               "<e7:cantonAbbreviation>LU</e7:cantonAbbreviation></e20:municipality></e20:swissTown></e20:placeOfBirth>")
+SWISS_NATIONALITY = ("<e20:nationality><e11:nationalityStatus>2</e11:nationalityStatus><e11:country><e8:countryId>8100</e8:countryId>"
+                     "<e8:countryIdISO2>CH</e8:countryIdISO2><e8:countryNameShort>Schweiz</e8:countryNameShort></e11:country></e20:nationality>")
+SWISS_ORIGIN = ("<e20:anyPerson><e11:swiss><e11:placeOfOrigin><e11:originName>Kriens</e11:originName><e11:canton>LU</e11:canton>"
+                "</e11:placeOfOrigin><e11:placeOfOrigin><e11:originName>Sarnen</e11:originName><e11:canton>OW</e11:canton>"
+                "</e11:placeOfOrigin></e11:swiss></e20:anyPerson>")
+MOTHER = ("<e20:mother><e20:typeOfRelationship>3</e20:typeOfRelationship><e20:partner><e20:personIdentification>"
+          "<e44:localPersonId><e44:personIdCategory>CH.ZAR</e44:personIdCategory><e44:personId>4710</e44:personId></e44:localPersonId>"
+          "<e44:officialName>Beispiel</e44:officialName><e44:firstName>Maria</e44:firstName><e44:sex>2</e44:sex>"
+          "<e44:dateOfBirth><e44:yearMonthDay>1990-07-01</e44:yearMonthDay></e44:dateOfBirth></e20:personIdentification>"
+          "</e20:partner></e20:mother>")
+
+
+def birth_delivery(catalog, *, child: str = CHILD_ID, call_name: str = "<e20:callName>Lea</e20:callName>",
+                   place: str = SWISS_BIRTH, nationality: str = SWISS_NATIONALITY,
+                   religion: str = "<e20:religion>121</e20:religion>",
+                   language: str = "<e20:languageOfCorrespondance>de</e20:languageOfCorrespondance>",
+                   any_person: str = SWISS_ORIGIN, after: str = "") -> etree._ElementTree:
+    """A schema-valid eCH-0020 2.3 birth delivery (validated here, so every test starts from valid 2.3)."""
+    event = (f"<e20:birth {BIRTH_NS}><e20:birthPerson>{child}{call_name}{place}{nationality}{religion}{language}"
+             f"{any_person}</e20:birthPerson>{after}</e20:birth>")
+    tree = parse_xml(etree.tostring(replace_event(OPEN_ECH / "div-movetest/moveTest.xml", event).getroot()))
+    assert catalog.validate(tree) == E20_2
+    return tree
+
+
+def test_a_birth_converts_to_valid_3_0_with_the_child_field_by_field(adapter, catalog):
+    """A 2.3 birth becomes a schema-valid 3.0 birth whose child carries every 2.3 value in its 3.0 place."""
+    out = adapter.convert(birth_delivery(catalog), V3)
+
+    assert catalog.validate(out) == E20_3
+    child = "e20:birth/e20:birthPerson"
+    expected = {
+        f"{child}/e20:personIdentification/e44:vn": "7569217076985",
+        f"{child}/e20:personIdentification/e44:localPersonId/e44:personIdCategory": "CH.ZAR",
+        f"{child}/e20:personIdentification/e44:localPersonId/e44:personId": "4711",
+        f"{child}/e20:personIdentification/e44:officialName": "Beispiel",
+        f"{child}/e20:personIdentification/e44:firstName": "Lea Sofia",
+        f"{child}/e20:personIdentification/e44:sex": "2",
+        f"{child}/e20:personIdentification/e44:dateOfBirth/e44:yearMonthDay": "2024-03-05",
+        f"{child}/e20:nameInfo/e20:nameData/e11:officialName": "Beispiel",
+        f"{child}/e20:nameInfo/e20:nameData/e11:firstName": "Lea Sofia",
+        f"{child}/e20:nameInfo/e20:nameData/e11:callName": "Lea",
+        f"{child}/e20:birthInfo/e20:birthData/e11:dateOfBirth/e44:yearMonthDay": "2024-03-05",
+        f"{child}/e20:birthInfo/e20:birthData/e11:placeOfBirth/e11:swissTown/e7:municipalityId": "1061",
+        f"{child}/e20:birthInfo/e20:birthData/e11:placeOfBirth/e11:swissTown/e7:municipalityName": "Luzern",
+        f"{child}/e20:birthInfo/e20:birthData/e11:placeOfBirth/e11:swissTown/e7:cantonAbbreviation": "LU",
+        f"{child}/e20:birthInfo/e20:birthData/e11:sex": "2",
+        f"{child}/e20:religionData/e11:religion": "121",
+        f"{child}/e20:maritalData/e11:maritalStatus": "1",
+        f"{child}/e20:nationalityData/e11:nationalityStatus": "2",
+        f"{child}/e20:nationalityData/e11:countryInfo/e11:country/e8:countryId": "8100",
+        f"{child}/e20:nationalityData/e11:countryInfo/e11:country/e8:countryIdISO2": "CH",
+        f"{child}/e20:nationalityData/e11:countryInfo/e11:country/e8:countryNameShort": "Schweiz",
+        f"{child}/e20:personAdditionalData/e21:languageOfCorrespondance": "de",
+        f"{child}/e20:placeOfOriginInfo[1]/e20:placeOfOrigin/e11:originName": "Kriens",
+        f"{child}/e20:placeOfOriginInfo[1]/e20:placeOfOrigin/e11:canton": "LU",
+        f"{child}/e20:placeOfOriginInfo[2]/e20:placeOfOrigin/e11:originName": "Sarnen",
+        f"{child}/e20:placeOfOriginInfo[2]/e20:placeOfOrigin/e11:canton": "OW",
+        f"{child}/e20:lockData/e21:dataLock": "0",
+        f"{child}/e20:lockData/e21:paperLock": "0",
+        "e20:deliveryHeader/e58:senderId": "3-CH-6",
+        "e20:deliveryHeader/e58:eventDate": "2001-12-31",
+    }
+    assert {p: text3(out, p) for p in expected} == expected
+    # 2.x carries no residence for the child and 3.0 makes it optional: none is invented.
+    assert [etree.QName(e).localname for e in out.getroot()[1]] == ["birthPerson"]
+
+
+def test_a_child_born_abroad_to_foreign_parents_converts_with_town_and_permit(adapter, catalog):
+    """A birth abroad keeps country and town (foreignBirthTown -> town); a foreign child's permit becomes residencePermitData."""
+    place = ("<e20:placeOfBirth><e20:foreignCountry><e20:country><e8:countryId>8207</e8:countryId>"
+             "<e8:countryIdISO2>DE</e8:countryIdISO2><e8:countryNameShort>Deutschland</e8:countryNameShort></e20:country>"
+             "<e20:foreignBirthTown>Konstanz</e20:foreignBirthTown></e20:foreignCountry></e20:placeOfBirth>")
+    nationality = ("<e20:nationality><e11:nationalityStatus>2</e11:nationalityStatus><e11:country><e8:countryId>8207</e8:countryId>"
+                   "<e8:countryIdISO2>DE</e8:countryIdISO2><e8:countryNameShort>Deutschland</e8:countryNameShort></e11:country></e20:nationality>")
+    foreigner = ("<e20:anyPerson><e11:foreigner><e11:residencePermit>0301</e11:residencePermit>"
+                 "<e11:residencePermitTill>2029-03-04</e11:residencePermitTill></e11:foreigner></e20:anyPerson>")
+    out = adapter.convert(birth_delivery(catalog, call_name="", place=place, nationality=nationality,
+                                         language="", any_person=foreigner), V3)
+
+    assert catalog.validate(out) == E20_3
+    child = "e20:birth/e20:birthPerson"
+    expected = {
+        f"{child}/e20:birthInfo/e20:birthData/e11:placeOfBirth/e11:foreignCountry/e11:country/e8:countryIdISO2": "DE",
+        f"{child}/e20:birthInfo/e20:birthData/e11:placeOfBirth/e11:foreignCountry/e11:town": "Konstanz",
+        f"{child}/e20:nationalityData/e11:countryInfo/e11:country/e8:countryId": "8207",
+        f"{child}/e20:residencePermitData/e11:residencePermit": "0301",
+        f"{child}/e20:residencePermitData/e11:residencePermitValidTill": "2029-03-04",
+    }
+    assert {p: text3(out, p) for p in expected} == expected
+    person = out.getroot().find(f"e20:birth/e20:birthPerson", {"e20": E20_3})
+    assert person.find(f"{{{E20_3}}}placeOfOriginInfo") is None
+    assert person.find(f"{{{E20_3}}}personAdditionalData") is None
+
+
+@pytest.mark.parametrize("parts, reason", [
+    ({"after": MOTHER}, "birth/mother"),
+    ({"after": MOTHER.replace("mother>", "father>").replace(">3<", ">4<")}, "birth/father"),
+    ({"religion": ""}, "religion"),
+    ({"after": "<e20:extension><anything/></e20:extension>"}, "birth/extension"),
+    ({"any_person": "<e20:anyPerson><e11:foreigner><e11:residencePermit>0301</e11:residencePermit>"
+                    "<e11:nameOnPassport>Beispiel-Pass</e11:nameOnPassport></e11:foreigner></e20:anyPerson>"},
+     "nameOnPassport"),
+])
+def test_birth_parts_without_a_3_0_mapping_are_refused_clearly(adapter, catalog, parts, reason):
+    """A birth part 3.0 cannot carry (parents without custody, no religion, extension, passport name) is refused by name, with no personal data."""
+    source = birth_delivery(catalog, **parts)
+    with pytest.raises(ConversionUnavailable) as caught:
+        adapter.convert(source, V3)
+    assert reason in caught.value.info and caught.value.status == 303
+    for personal in ("Beispiel", "Lea", "Maria", "7569217076985", "4711", "Kriens", "Luzern"):
+        assert personal not in caught.value.info
+
+
+def test_a_refused_birth_parent_says_why(adapter, catalog):
+    """The refusal of a birth's parents names the missing 3.0 datum (custody), so an operator knows what to supply."""
+    with pytest.raises(ConversionUnavailable, match=r"care"):
+        adapter.convert(birth_delivery(catalog, after=MOTHER), V3)
 
 
 def test_an_empty_local_person_id_is_refused_without_a_configured_fallback(catalog):

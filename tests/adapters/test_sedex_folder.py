@@ -426,6 +426,162 @@ async def test_a_data_file_left_behind_after_the_envelope_moved_is_finished_with
     assert names(folder.paths.processed) == ["data_m11.xml", "envl_m11.xml"]
 
 
+async def test_an_envelope_whose_data_file_appears_later_is_submitted_once_without_202(tmp_path, catalog):
+    """An envelope that arrives before its data file waits (no 202 within the grace period) and is submitted once the data is there."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog)
+    (folder.paths.outbox / "envl_m12.xml").write_bytes(envelope_for("m12", clock))
+
+    await settled_scan(folder, clock)
+    clock.advance(GRACE / 2)
+    await folder.scan_once()
+    assert submit.calls == [] and names(folder.paths.receipts) == []
+
+    (folder.paths.outbox / "data_m12.xml").write_bytes(b"<late/>")
+    await settled_scan(folder, clock)
+    clock.advance(GRACE)
+    await settled_scan(folder, clock)
+
+    assert [d for _, _, d in submit.calls] == [b"<late/>"]
+    assert names(folder.paths.receipts) == [] and names(folder.paths.processed) == ["data_m12.xml", "envl_m12.xml"]
+
+
+async def test_an_envelope_still_being_written_is_not_refused_as_invalid(tmp_path, catalog):
+    """A half-written envelope (not yet well-formed) is left alone until it is complete and settled, then submitted."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog)
+    envelope = envelope_for("m13", clock)
+    (folder.paths.outbox / "data_m13.xml").write_bytes(b"<data/>")
+    path = folder.paths.outbox / "envl_m13.xml"
+    path.write_bytes(envelope[: len(envelope) // 2])
+
+    await folder.scan_once()
+    clock.advance(SETTLE / 2)
+    with path.open("ab") as handle:
+        handle.write(envelope[len(envelope) // 2:])
+    await folder.scan_once()
+    clock.advance(SETTLE / 2)
+    await folder.scan_once()
+    assert names(folder.paths.receipts) == [] and submit.calls == []
+
+    await settled_scan(folder, clock)
+    assert [e for e, _, _ in submit.calls] == [envelope] and names(folder.paths.failed) == []
+
+
+async def test_two_pairs_with_one_message_id_are_taken_once(tmp_path, catalog):
+    """Two pairs under different file names but with the same envelope messageId: the first is accepted, the other gets 201 and is kept."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog)
+    envelope = envelope_for("m14", clock)
+    drop(folder, "a-m14", envelope, b"<first/>")
+    drop(folder, "b-m14", envelope, b"<second/>")
+
+    outcomes = await settled_scan(folder, clock)
+
+    assert submit.accepted == {"m14": (envelope, b"<first/>")}
+    assert [(o.name, o.status) for o in outcomes] == [("envl_a-m14.xml", StatusCode.DELIVERED),
+                                                      ("envl_b-m14.xml", StatusCode.DUPLICATE_MESSAGE_ID)]
+    assert [(r.status, r.message_id) for r in receipts(folder, catalog)] == [(StatusCode.DUPLICATE_MESSAGE_ID, "m14")]
+    assert names(folder.paths.processed) == ["data_a-m14.xml", "envl_a-m14.xml"]
+    assert names(folder.paths.failed) == ["data_b-m14.xml", "envl_b-m14.xml"]
+    assert (folder.paths.failed / "data_b-m14.xml").read_bytes() == b"<second/>"
+
+
+async def test_the_same_message_dropped_twice_under_two_names_is_accepted_once(tmp_path, catalog):
+    """An identical pair dropped again under another file name is answered by the idempotent node: one message, no receipt."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog)
+    envelope = envelope_for("m15", clock)
+    drop(folder, "a-m15", envelope, b"<same/>")
+    drop(folder, "b-m15", envelope, b"<same/>")
+
+    await settled_scan(folder, clock)
+
+    assert list(submit.accepted) == ["m15"] and names(folder.paths.receipts) == []
+    assert names(folder.paths.outbox) == [] and len(names(folder.paths.processed)) == 4
+
+
+# -- restarts -----------------------------------------------------------------------------------
+
+
+async def test_files_dropped_while_the_interface_is_down_are_picked_up_at_start(tmp_path, catalog):
+    """Pairs written while no interface runs are submitted as soon as it starts, without waiting for a notification or a poll."""
+    submit = RecordingSubmit()
+    wall = Clock(wall=datetime.now(timezone.utc))
+    folder = FolderInterface(ME, FolderPaths.under(tmp_path / "sedex"), submit, catalog=catalog, now=wall.now,
+                             poll_interval=30.0, settle=0.0, notifications=True)
+    folder.paths.create()
+    drop(folder, "down1", envelope_for("down1", wall), b"<one/>")
+    drop(folder, "down2", envelope_for("down2", wall), b"<two/>")
+
+    task = asyncio.create_task(folder.run())
+    try:
+        async with asyncio.timeout(2.0):
+            while names(folder.paths.processed) != ["data_down1.xml", "data_down2.xml", "envl_down1.xml", "envl_down2.xml"]:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    assert sorted(submit.accepted) == ["down1", "down2"] and len(submit.calls) == 2
+    assert names(folder.paths.outbox) == []
+
+
+async def test_a_restarted_interface_waits_for_a_file_the_old_one_saw_half_written(tmp_path, catalog):
+    """A restart forgets nothing it must not: the new interface settles the files itself and submits the complete data once."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    old = make_folder(tmp_path, submit, clock, catalog)
+    data = old.paths.outbox / "data_m16.xml"
+    data.write_bytes(b"<partial")
+    (old.paths.outbox / "envl_m16.xml").write_bytes(envelope_for("m16", clock))
+    await old.scan_once()
+    clock.advance(SETTLE / 2)
+
+    # The node restarts while the writer finishes the data file.
+    data.write_bytes(b"<complete/>")
+    new = make_folder(tmp_path, submit, clock, catalog)
+    clock.advance(SETTLE)
+    await new.scan_once()
+    assert submit.calls == []
+
+    await settled_scan(new, clock)
+    assert [d for _, _, d in submit.calls] == [b"<complete/>"]
+
+
+async def test_a_shutdown_during_submission_loses_nothing_and_sends_nothing_twice(tmp_path, catalog):
+    """Cancelling the interface while submit is in flight leaves the pair in the outbox; the restarted one resubmits and the node keeps one message."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    entered = asyncio.Event()
+
+    async def stalls_after_accepting(envelope_bytes: bytes, data_path: Path) -> None:
+        await submit(envelope_bytes, data_path)
+        entered.set()
+        await asyncio.Event().wait()  # e.g. waiting for a replica's acknowledgement at shutdown
+
+    old = make_folder(tmp_path, stalls_after_accepting, clock, catalog)
+    drop(old, "m17", envelope_for("m17", clock), b"<data/>")
+    await old.scan_once()
+    clock.advance(SETTLE)
+    scan = asyncio.create_task(old.scan_once())
+    await asyncio.wait_for(entered.wait(), 1.0)
+    scan.cancel()
+    await asyncio.gather(scan, return_exceptions=True)
+    assert names(old.paths.outbox) == ["data_m17.xml", "envl_m17.xml"] and names(old.paths.receipts) == []
+
+    restarted = make_folder(tmp_path, submit, clock, catalog)
+    await settled_scan(restarted, clock)
+
+    assert len(submit.calls) == 2 and list(submit.accepted) == ["m17"]
+    assert names(restarted.paths.processed) == ["data_m17.xml", "envl_m17.xml"]
+    assert names(restarted.paths.outbox) == [] and names(restarted.paths.receipts) == []
+
+
 # -- delivery and receipts ----------------------------------------------------------------------
 
 
@@ -524,6 +680,62 @@ async def test_run_picks_up_a_new_envelope_well_under_a_second(tmp_path, catalog
         await asyncio.gather(task, return_exceptions=True)
     assert elapsed < 0.8
     assert list(submit.accepted) == ["live1"]
+
+
+@pytest.mark.parametrize("failure", ["watcher-error", "not-installed"])
+async def test_polling_still_picks_up_when_notifications_are_unavailable(tmp_path, catalog, monkeypatch, failure):
+    """When the file-system watcher fails or watchfiles is missing, polling alone still submits a new pair."""
+    import sys
+
+    import watchfiles
+
+    if failure == "watcher-error":
+        def broken_awatch(*args, **kwargs):
+            raise OSError("inotify watch limit reached")
+        monkeypatch.setattr(watchfiles, "awatch", broken_awatch)
+    else:
+        monkeypatch.setitem(sys.modules, "watchfiles", None)  # makes "import watchfiles" fail
+    submit = RecordingSubmit(received=asyncio.Event())
+    folder = FolderInterface(ME, FolderPaths.under(tmp_path / "sedex"), submit, catalog=catalog,
+                             now=lambda: datetime.now(timezone.utc), poll_interval=0.05, settle=0.0, notifications=True)
+    task = asyncio.create_task(folder.run())
+    try:
+        await asyncio.sleep(0.1)
+        drop(folder, "poll1", envelope_for("poll1", Clock(wall=datetime.now(timezone.utc))), b"<data/>")
+        await asyncio.wait_for(submit.received.wait(), timeout=2.0)
+        assert folder.notifications_active is False
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert list(submit.accepted) == ["poll1"]
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+async def test_a_zip_payload_travels_from_outbox_to_inbox_byte_for_byte(tmp_path, catalog, version):
+    """A zip payload (eUmzug, eCH-0194) with an eCH-0090 v1 or v2 envelope is submitted and delivered unchanged, never unpacked."""
+    clock = Clock()
+    submit = RecordingSubmit()
+    sender = make_folder(tmp_path / "sender", submit, clock, catalog)
+    archive = tmp_path / "payload.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("eCH-0194.xml", b"<delivery/>")
+        zf.writestr("attachments/scan.pdf", b"%PDF-1.4" + bytes(range(256)))
+    envelope = envelope_for("zip-1", clock, version=version)
+    drop(sender, "zip-1", envelope, archive.read_bytes(), ext="zip")
+    await settled_scan(sender, clock)
+    [(submitted_envelope, data_name, data)] = submit.calls
+
+    recipient = make_folder(tmp_path / "recipient", RecordingSubmit(), clock, catalog, participant=ParticipantId("2-LU-1"))
+
+    async def chunks():
+        yield data[:100]
+        yield data[100:]
+
+    await recipient.deliver(submitted_envelope, data_name, chunks())
+
+    assert (recipient.paths.inbox / "data_zip-1.zip").read_bytes() == archive.read_bytes()
+    assert (recipient.paths.inbox / "envl_zip-1.xml").read_bytes() == envelope
+    assert names(recipient.paths.inbox) == ["data_zip-1.zip", "envl_zip-1.xml"]
 
 
 def test_folder_paths_must_be_distinct(tmp_path):
