@@ -88,7 +88,7 @@ def build_federation(
     route_payload: dict[str, str] | None = None,
     delivery_toml: str = "",
     policies: Path | None = None,
-    folders: bool = False,
+    folders: bool | set[str] = False,
     adapters: dict[str, list[str]] | None = None,
 ) -> Federation:
     """Generate a CA, node and participant certificates and one config per node.
@@ -150,7 +150,7 @@ def build_federation(
                 f'signing_certificate = "{signing.certificate}"',
                 f'encryption_key = "{encryption.private_key}"',
                 f'encryption_certificate = "{encryption.certificate}"',
-                *([f'folder = "{directory / "folders" / participant}"'] if folders else []),
+                *([f'folder = "{directory / "folders" / participant}"'] if folders is True or participant in (folders or ()) else []),
                 *adapter_line(participant),
                 "",
                 "[[local_systems]]",
