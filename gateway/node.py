@@ -138,7 +138,12 @@ class Node:
         self.participant_adapters, self.recipient_adapters = self._load_adapters(config)
         # Policies are loaded once; a reload swaps the whole set (PolicyStore keeps the old
         # one when the new files are bad).
-        self.policies = PolicyStore(load_policy_set([config.policies]), clock=self.clock.now) if config.policies else None
+        # Redactions are proved against the official XSDs at load: one that would break a
+        # payload's validity refuses the whole set.
+        self.policies = (
+            PolicyStore(load_policy_set([config.policies], schemas=config.schemas), clock=self.clock.now, schemas=config.schemas)
+            if config.policies else None
+        )  # fmt: skip
         self.store = Store(config.store)
         self.store.remove_orphan_blobs()
         # SECURITY: no audit record, no processing. The log lives in its own file and is
@@ -208,17 +213,10 @@ class Node:
         """
         if self.policies is None or self.config.policies is None:
             raise Refused("this node runs without a policy directory", status=StatusCode.NOT_ALLOWED_TO_SEND)
-        candidate = PolicyStore(self.policies.engine.policy_set, clock=self.clock.now)
+        candidate = PolicyStore(self.policies.engine.policy_set, clock=self.clock.now, schemas=self.config.schemas)
         result = candidate.reload([self.config.policies], actor.id)
-        details = {"accepted": str(result.accepted).lower(), "old_revision": result.old_revision or "",
-                   "new_revision": result.new_revision or ""}  # fmt: skip
-        if result.changes is not None:
-            details["changes"] = result.changes.summary
-            details["rules_changed"] = ", ".join((*result.changes.added, *result.changes.removed, *result.changes.changed))[:1000]
-        if result.error is not None:
-            details["error"] = result.error[:1000]
         record = AuditRecord(time=self.clock.now(), node=self.id, role=Role.NONE, action=Action.POLICY_RELOAD, actor=actor,
-                             outcome=AuditOutcome.OK if result.accepted else AuditOutcome.REFUSED, details=details)  # fmt: skip
+                             outcome=AuditOutcome.OK if result.accepted else AuditOutcome.REFUSED, details=result.audit_details())  # fmt: skip
         self.audit_append([record])  # AuditUnavailable: the running set stays, the caller gets 403
         if result.accepted:
             self.policies = candidate

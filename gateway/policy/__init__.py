@@ -9,10 +9,10 @@ from .facts import payload_facts
 from .loader import PolicyLoadError, load_policy_set
 from .model import Effect, PayloadFacts, PolicyDecision, PolicyRequest, PolicySet, Rule, Stage
 from .redact import RedactionError, RedactionResult, redact
-from .store import PolicyStore, ReloadResult
+from .store import AccessSummary, LoadFailure, PolicyStore, ReloadResult
 
 __all__ = [
-    "Effect", "PayloadFacts", "PolicyDecision", "PolicyEngine", "PolicyLoadError", "PolicyRequest",
-    "PolicySet", "PolicyStore", "RedactionError", "RedactionResult", "ReloadResult", "Rule", "Stage",
+    "AccessSummary", "Effect", "LoadFailure", "PayloadFacts", "PolicyDecision", "PolicyEngine", "PolicyLoadError",
+    "PolicyRequest", "PolicySet", "PolicyStore", "RedactionError", "RedactionResult", "ReloadResult", "Rule", "Stage",
     "load_policy_set", "payload_facts", "redact",
 ]

@@ -128,11 +128,18 @@ def cmd_explain(args) -> int:
             except RedactionError as exc:
                 entry["redaction_error"] = str(exc)
         results.append(entry)
-        verdict = "ALLOWED" if decision.allowed else f"DENIED {int(decision.status)}"
-        lines.append(f"{envelope.sender} -> {request.recipient} type {envelope.message_type}: {verdict} ({decision.reason})")
-        lines.append(f"  rules: {', '.join(decision.rule_ids) or '-'}; purpose: {'; '.join(decision.purpose) or '-'}; legal basis: {'; '.join(decision.legal_basis) or '-'}")
+        verdict = "ALLOWED" if decision.allowed else "DENIED"
+        lines.append(f"{envelope.sender} -> {request.recipient} type {envelope.message_type}: {verdict}, receipt {entry['receipt_code']} ({decision.reason})")
+        lines.append(f"  deciding rules: {', '.join(decision.rule_ids) or '-'}")
+        lines.append(f"  matched permits: {', '.join(entry['matched_permits']) or '-'}; matched forbids: {', '.join(entry['matched_forbids']) or '-'}")
+        lines.append(f"  purpose: {'; '.join(decision.purpose) or '-'}")
+        lines.append(f"  legal basis: {'; '.join(decision.legal_basis) or '-'}")
         if decision.redactions:
-            lines.append(f"  removes: {', '.join(decision.redactions)}")
+            counts = {r["path"]: r["count"] for r in entry["removed"]}
+            removes = [f"{path} ({counts[path]} removed)" if path in counts else path for path in decision.redactions]
+            lines.append(f"  removes: {', '.join(removes)}")
+        if "redaction_error" in entry:
+            lines.append(f"  redaction error: {entry['redaction_error']}")
     data = {
         "revision": policy_set.revision,
         "message_id": envelope.message_id,
@@ -155,8 +162,11 @@ def cmd_diff(args) -> int:
         return 2
     result = diff_policy_sets(old, new, _now(args))
     lines = [f"{old.revision} -> {new.revision}: rules {result.rules.summary}"]
-    for change in result.access:
-        extra = f" {list(change.redactions_before)} -> {list(change.redactions_after)}" if change.change == "redactions" else ""
-        lines.append(f"{change.change:10} {change.sender} -> {change.recipient} type {change.message_type} event {change.event} action {change.action}{extra}")
+    for kind in ("added", "removed", "changed"):
+        if getattr(result.rules, kind):
+            lines.append(f"  rules {kind}: {', '.join(getattr(result.rules, kind))}")
+    counts = result.counts()
+    lines.append(f"access: {counts['gained']} gained, {counts['lost']} lost, {counts['redactions']} with other redactions")
+    lines.extend(f"  {change.line()}" for change in result.access)
     _emit(args, result.to_json(), lines)
     return 0

@@ -15,8 +15,10 @@ from .model import PayloadFacts
 # eCH-0058 v2–v5 headers, and the eCH-0078 header that eCH-0020 v2 uses (it carries the same
 # action/testDeliveryFlag elements and, in its extension, the eCH-0021 dataLock).
 _HEADER_NS = re.compile(r"http://www\.ech\.ch/xmlns/eCH-00(58|78)/\d+")
-_ECH_NS = re.compile(r"http://www\.ech\.ch/xmlns/eCH-\d{4}/\d+")
-_LOCK_NAMES = frozenset({"dataLock", "paperLock"})
+# Any eCH namespace, including the "f" variants (eCH-0020-f/3 carries eCH-0021-f/7 lockData).
+_ECH_NS = re.compile(r"http://www\.ech\.ch/xmlns/eCH-\d{4}(-f)?/\d+")
+# eCH-0021 v8 split the old dataLock value 1 (address lock) into its own addressLock.
+_LOCK_NAMES = frozenset({"dataLock", "paperLock", "addressLock"})
 
 
 def _local(element: etree._Element) -> str:
@@ -62,7 +64,8 @@ def payload_facts(tree: etree._ElementTree) -> PayloadFacts:
 
 def _has_lock(root: etree._Element) -> bool:
     # SECURITY: any lock anywhere in the document counts (the header's eCH-0078 extension,
-    # a person's eCH-0021 dataLock/paperLock, eCH-0020 v3 lockData). "0" means no lock.
+    # a person's eCH-0021 dataLock/paperLock, eCH-0020 v3 lockData, eCH-0021 v8 addressLock,
+    # the eCH-0045 voter's dataLock), in any eCH namespace. "0" means no lock.
     for element in root.iter(etree.Element):
         name = _local(element)
         if not _ECH_NS.fullmatch(etree.QName(element).namespace or ""):

@@ -63,6 +63,10 @@ def _unknown_participants(policy_set: PolicySet, participants: set[str]) -> list
         for field, matcher in (("senders", rule.senders), ("recipients", rule.recipients)):
             for pid in sorted(matcher.ids - participants):
                 out.append(Finding("unknown-participant", rule.source, rule.id, f"{field}: participant {pid} is not in the participant list"))
+            for pattern, regex in zip(matcher.patterns, matcher.regexes):
+                # A pattern that matches no known participant is as silent as an unknown ID.
+                if not any(regex.fullmatch(pid) for pid in participants):
+                    out.append(Finding("unknown-participant", rule.source, rule.id, f"{field}: pattern {pattern} matches no participant in the participant list"))
     for name, members in policy_set.groups:
         for pid in sorted(set(members) - participants):
             out.append(Finding("unknown-participant", policy_set.sources[0], None, f"group {name}: participant {pid} is not in the participant list"))

@@ -1,5 +1,8 @@
 """Load policy files (TOML) into a frozen :class:`PolicySet`, refusing anything doubtful.
 
+Each file is first validated against the published JSON Schema (``schemas/policy.schema.json``,
+see :mod:`.fileschema`), then checked for what a schema cannot see: unknown groups, duplicate
+ids across files, namespace prefixes, and (given the XSDs) redactions that break payloads.
 Every error names the file, the rule id, the field and the offending value, so an admin
 can fix it without guessing. Policy files hold no personal data, so quoting values is safe.
 """
@@ -16,7 +19,8 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from ..ids import InvalidIdentifier, ParticipantId
+from ..ids import ParticipantId
+from .fileschema import NAIVE, NOT_AN_INSTANT, SCHEMA_PATH, first_violation, parse_instant
 from .model import Effect, ParticipantMatcher, PolicySet, RedactionPath, Rule
 
 SWISS_TZ = "Europe/Zurich"
@@ -24,7 +28,11 @@ _GROUP_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _GLOB = re.compile(r"T?[0-9*?]-[0-9A-Z*?]+-[0-9*?]+|T?\*")
 _EVENT = re.compile(r"[a-z][A-Za-z0-9]{0,80}")
-_QNAME = re.compile(r"(?:([A-Za-z_][\w.-]*):)?([A-Za-z_][\w.-]*)|\{([^{}]+)\}([A-Za-z_][\w.-]*)")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_QNAME = re.compile(rf"(?:({_NAME}):)?({_NAME})|\{{([^{{}}]+)\}}({_NAME})")
+# The participant IDs a policy file may write: exactly the schema's pattern (no blanks, and
+# the sedex:// prefix in lower case), so the schema and the loader accept the same files.
+_PARTICIPANT_REF = re.compile(r"(sedex://)?(T?[1-9]-[0-9A-Z]+-[0-9]+|T?0-sedex-[0-9])")
 # eCH-0058 action codes: 1 new, 3 recall, 4 correction, 5 request, 6 response, 10 forward, 12 reminder.
 ACTIONS = frozenset({"1", "3", "4", "5", "6", "10", "12"})
 
@@ -35,6 +43,7 @@ _RULE_FIELDS = {
 }
 _PERMIT_ONLY = {"purpose", "legal_basis", "legal_reference", "allow_locked_data", "redact", "max_payload_size"}
 _TOP_LEVEL = {"policy", "namespaces", "participants", "groups", "rule"}
+_MAX_QUOTE = 200  # characters of a bad value quoted in an error
 
 
 class PolicyLoadError(ValueError):
@@ -43,10 +52,14 @@ class PolicyLoadError(ValueError):
     def __init__(self, file: str, rule: str | None, field: str, problem: str, value: Any = None) -> None:
         self.file, self.rule, self.field, self.problem, self.value = file, rule, field, problem, value
         where = f"rule {rule!r}" if rule else "set"
-        super().__init__(f"{file}: {where}: field {field!r}: {problem}: {value!r}")
+        quoted = repr(value)
+        if len(quoted) > _MAX_QUOTE:
+            quoted = quoted[: _MAX_QUOTE - 1] + "…"
+        super().__init__(f"{file}: {where}: field {field!r}: {problem}: {quoted}")
 
 
-def _files(paths: Iterable[Path | str]) -> list[Path]:
+def policy_files(paths: Iterable[Path | str]) -> list[Path]:
+    """The files a set of paths means: each file as given, each directory's *.toml in name order."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -58,17 +71,48 @@ def _files(paths: Iterable[Path | str]) -> list[Path]:
     return files
 
 
-def load_policy_set(paths: Iterable[Path | str]) -> PolicySet:
-    """Load and merge policy files (a directory means its ``*.toml``), or raise PolicyLoadError."""
+def load_policy_set(paths: Iterable[Path | str], *, schemas: Path | str | None = None) -> PolicySet:
+    """Load and merge policy files (a directory means its ``*.toml``), or raise PolicyLoadError.
+
+    With ``schemas`` (the folder of official eCH XSDs) every redaction is also proved
+    against the XSDs, and a rule whose redaction would break payloads is refused.
+    """
     documents: list[tuple[str, dict]] = []
-    for path in _files(paths):
+    for path in policy_files(paths):
         try:
-            documents.append((str(path), tomllib.loads(path.read_text(encoding="utf-8"))))
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyLoadError(str(path), None, "file", "cannot read", type(exc).__name__) from None
         except tomllib.TOMLDecodeError as exc:
             raise PolicyLoadError(str(path), None, "file", "not valid TOML", str(exc)) from None
-    return _build(documents)
+        _check_schema(str(path), document)
+        documents.append((str(path), document))
+    policy_set = _build(documents)
+    if schemas is not None:
+        _check_redactions(policy_set, Path(schemas))
+    return policy_set
+
+
+def _check_schema(file: str, document: dict) -> None:
+    try:
+        violation = first_violation(document)
+    except OSError as exc:
+        # SECURITY: without the published schema nothing is loaded (fail closed).
+        raise PolicyLoadError(str(SCHEMA_PATH), None, "schema", "cannot read the policy schema", type(exc).__name__) from None
+    if violation is not None:
+        raise PolicyLoadError(file, violation.rule, violation.field, violation.problem, violation.value)
+
+
+def _check_redactions(policy_set: PolicySet, schemas: Path) -> None:
+    from .schemacheck import check_redaction  # loads xmlschema only when XSDs are given
+
+    for rule in policy_set.rules:
+        for path in rule.redactions:
+            problems = check_redaction(path, schemas)
+            if problems:
+                # SECURITY: a redaction that breaks payloads would stop every message it
+                # applies to, and one that matches nothing (a typo) would let the data through.
+                raise PolicyLoadError(rule.source, rule.id, "redact", problems[0], path.text)
 
 
 def _build(documents: list[tuple[str, dict]]) -> PolicySet:
@@ -84,15 +128,17 @@ def _build(documents: list[tuple[str, dict]]) -> PolicySet:
             if key not in ("name", "description") or not isinstance(value, str):
                 raise PolicyLoadError(file, None, f"policy.{key}", "only name and description (text) are allowed", value)
         for prefix, uri in _table(file, doc, "namespaces").items():
-            if not isinstance(uri, str) or not uri or not re.fullmatch(r"[A-Za-z_][\w.-]*", prefix):
+            if not isinstance(uri, str) or not uri or not re.fullmatch(_NAME, prefix):
                 raise PolicyLoadError(file, None, f"namespaces.{prefix}", "prefix or URI invalid", uri)
             if namespaces.get(prefix, uri) != uri:
                 raise PolicyLoadError(file, None, f"namespaces.{prefix}", f"prefix already bound in {origin[('ns', prefix)]}", uri)
             namespaces[prefix] = uri
             origin[("ns", prefix)] = file
         for pid, name in _table(file, doc, "participants").items():
-            _participant(file, None, f"participants.{pid}", pid)
-            participants[pid] = str(name)
+            if not isinstance(name, str):
+                raise PolicyLoadError(file, None, f"participants.{pid}", "a display name is text", name)
+            # Stored normalised (sedex:// removed), as rules store IDs, so lint compares like with like.
+            participants[_participant(file, None, f"participants.{pid}", pid)] = name
         for name, members in _table(file, doc, "groups").items():
             if not _GROUP_NAME.fullmatch(name) or _GLOB.fullmatch(name):
                 raise PolicyLoadError(file, None, f"groups.{name}", "group names are lower-case words with dashes", name)
@@ -107,8 +153,8 @@ def _build(documents: list[tuple[str, dict]]) -> PolicySet:
         raw_rules = doc.get("rule", [])
         if not isinstance(raw_rules, list):
             raise PolicyLoadError(file, None, "rule", "rules are an array of tables [[rule]]", raw_rules)
-        for raw in raw_rules:
-            rule = _rule(file, raw, groups, namespaces)
+        for index, raw in enumerate(raw_rules):
+            rule = _rule(file, index, raw, groups, namespaces)
             if rule.id in rules:
                 raise PolicyLoadError(file, rule.id, "id", f"duplicate rule id (also in {rules[rule.id].source})", rule.id)
             rules[rule.id] = rule
@@ -128,18 +174,20 @@ def _table(file: str, doc: dict, name: str) -> dict:
 
 
 def _participant(file: str, rule: str | None, field: str, value: Any) -> str:
-    try:
-        return ParticipantId.parse(value).value if isinstance(value, str) else ParticipantId(value).value
-    except InvalidIdentifier:
-        raise PolicyLoadError(file, rule, field, "not a sedex participant ID", value) from None
+    match = _PARTICIPANT_REF.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise PolicyLoadError(file, rule, field, "not a sedex participant ID", value)
+    return ParticipantId(match.group(2)).value
 
 
-def _rule(file: str, raw: Any, groups: dict[str, tuple[str, ...]], namespaces: dict[str, str]) -> Rule:
+def _rule(file: str, index: int, raw: Any, groups: dict[str, tuple[str, ...]], namespaces: dict[str, str]) -> Rule:
     if not isinstance(raw, dict):
         raise PolicyLoadError(file, None, "rule", "a rule is a table", raw)
     rid = raw.get("id")
     if not isinstance(rid, str) or not _RULE_ID.fullmatch(rid):
-        raise PolicyLoadError(file, str(rid) if rid is not None else None, "id", "missing or invalid rule id", rid)
+        # A rule without a usable id is named by its position in the file.
+        name = rid if isinstance(rid, str) else f"#{index + 1}"
+        raise PolicyLoadError(file, name, "id", "missing or invalid rule id", rid)
     for key in raw:
         if key not in _RULE_FIELDS:
             raise PolicyLoadError(file, rid, key, "unknown field", raw[key])
@@ -163,6 +211,9 @@ def _rule(file: str, raw: Any, groups: dict[str, tuple[str, ...]], namespaces: d
     legal_basis = text("legal_basis", effect is Effect.PERMIT)
     legal_reference = text("legal_reference", effect is Effect.PERMIT)
     reason = text("reason", False)
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise PolicyLoadError(file, rid, "description", "text", description)
     valid_from = _instant(file, rid, "valid_from", raw.get("valid_from"))
     valid_until = _instant(file, rid, "valid_until", raw.get("valid_until"))
     size = raw.get("max_payload_size")
@@ -256,12 +307,19 @@ def _instant(file: str, rid: str, field: str, value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise PolicyLoadError(file, rid, field, "a date-time needs an offset (e.g. +01:00)", value.isoformat())
+            raise PolicyLoadError(file, rid, field, NAIVE, value.isoformat())
         return value
+    if isinstance(value, str):
+        # Quoted ISO text means the same as the TOML value (the schema cannot tell them apart).
+        try:
+            parsed = parse_instant(value)
+        except ValueError as exc:
+            raise PolicyLoadError(file, rid, field, str(exc), value) from None
+        return _instant(file, rid, field, parsed)
     if isinstance(value, date):
         # A plain date means midnight in Switzerland, where the laws it implements apply.
         return datetime.combine(value, time(0), ZoneInfo(SWISS_TZ))
-    raise PolicyLoadError(file, rid, field, "a TOML date or offset date-time", value)
+    raise PolicyLoadError(file, rid, field, NOT_AN_INSTANT, value)
 
 
 def parse_path(text: str, namespaces: dict[str, str]) -> RedactionPath:

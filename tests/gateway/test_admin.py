@@ -85,7 +85,7 @@ async def test_a_reload_swaps_the_set_and_records_who_old_and_new_revision_and_t
         (record,) = reloads(node)
         assert record.actor.kind is ActorKind.ADMIN and record.actor.id == "admin-node-luzern"
         assert record.details["old_revision"] == before and record.details["new_revision"] == node.policies.revision
-        assert "lu-zuzug-neu" in record.details["rules_changed"] and "lu-gemeinden-zuzugsmeldung" in record.details["rules_changed"]
+        assert record.details["rules_added"] == "lu-zuzug-neu" and record.details["rules_removed"] == "lu-gemeinden-zuzugsmeldung"
 
 
 async def test_a_bad_policy_file_is_refused_the_old_set_stays_and_the_refusal_is_audited(governed, clock):
@@ -96,10 +96,12 @@ async def test_a_bad_policy_file_is_refused_the_old_set_stays_and_the_refusal_is
         rules.write_text(rules.read_text().replace('recipients = ["2-LU-1"]', 'recipients = ["unknown-group"]'))
         status, body = await call(governed, "node-luzern", "POST", "/admin/v1/policies/reload", governed.operator_tokens["node-luzern"]["admin"])
         assert status == 422 and body["accepted"] is False
-        assert "einwohnerregister.toml" in body["error"] and "lu-gemeinden-an-kantonsregister" in body["error"]
+        assert body["failure"]["file"].endswith("einwohnerregister.toml")
+        assert (body["failure"]["rule"], body["failure"]["field"]) == ("lu-gemeinden-an-kantonsregister", "recipients")
         assert node.policies.revision == before
         (record,) = reloads(node)
         assert record.outcome is AuditOutcome.REFUSED and record.details["accepted"] == "false"
+        assert record.details["error_rule"] == "lu-gemeinden-an-kantonsregister" and record.details["error_field"] == "recipients"
 
 
 async def test_no_audit_record_no_reload(governed, clock):

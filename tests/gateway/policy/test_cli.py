@@ -148,3 +148,49 @@ def test_diff_of_identical_sets_is_empty(capsys):
     """Comparing a set with itself reports no access change and the same revision."""
     code, out = run(capsys, "diff", str(DEMO), str(DEMO))
     assert code == 0 and out["access"] == [] and out["old_revision"] == out["new_revision"]
+
+
+def run_text(capsys, *argv: str) -> tuple[int, list[str]]:
+    parser = argparse.ArgumentParser(prog="drehscheibe")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["policy", *argv, "--now", NOW])
+    code = args.func(args)
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_explain_text_names_rules_receipt_purpose_basis_and_removals(capsys, tmp_path, production_move_in):
+    """The admin's text view of a move-in to Kriens and BFS: verdicts, receipts, matched rules, purpose, basis, removals."""
+    envelope = envelope_file(tmp_path, "1-1061-1", "1-1059-1", "3-CH-1")
+    code, lines = run_text(capsys, "explain", str(envelope), str(production_move_in), "--policies", str(DEMO), "--schemas", str(XSD))
+    assert code == 1
+    assert lines[0].startswith("policy revision sha256:")
+    assert lines[1:] == [
+        "1-1061-1 -> 1-1059-1 type 20201: ALLOWED, receipt 100 (permitted)",
+        "  deciding rules: lu-gemeinden-zuzugsmeldung",
+        "  matched permits: lu-gemeinden-zuzugsmeldung; matched forbids: -",
+        "  purpose: Meldung von Zu- und Wegzug an die Gemeinde des anderen Wohnsitzes",
+        "  legal basis: Registerharmonisierungsgesetz RHG (Beispiel) (SR 431.02, Art. 12 (Beispiel))",
+        f"  removes: {RELIGION} (1 removed)",
+        "1-1061-1 -> 3-CH-1 type 20201: DENIED, receipt 313 (Lucerne Gemeinden deliver statistics through the cantonal "
+        "register 2-LU-1, not directly to the BFS (forbid lu-keine-direktlieferung-an-bfs))",
+        "  deciding rules: lu-keine-direktlieferung-an-bfs",
+        "  matched permits: -; matched forbids: lu-keine-direktlieferung-an-bfs",
+        "  purpose: -",
+        "  legal basis: -",
+    ]
+
+
+def test_diff_text_lists_rule_and_access_changes(capsys, tmp_path):
+    """The text diff of the register losing type 20001 names the changed rule and the three Gemeinden that lose access."""
+    new = tmp_path / "new"
+    shutil.copytree(DEMO, new)
+    register_file = new / "einwohnerregister.toml"
+    register_file.write_text(register_file.read_text(encoding="utf-8").replace("message_types = [20001, 20201]", "message_types = [20201]"), encoding="utf-8")
+    code, lines = run_text(capsys, "diff", str(DEMO), str(new))
+    assert code == 0
+    assert lines[0].endswith(": rules 0 added, 0 removed, 1 changed")
+    assert lines[1:] == [
+        "  rules changed: lu-gemeinden-an-kantonsregister",
+        "access: 0 gained, 3 lost, 0 with other redactions",
+        *(f"  lost {g} -> 2-LU-1 type 20001 class * event * action * data lock *" for g in ("1-1024-1", "1-1059-1", "1-1061-1")),
+    ]

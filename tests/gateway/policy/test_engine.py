@@ -263,3 +263,67 @@ def test_indexed_engine_agrees_with_a_linear_scan(write_policy):
         outcomes.add(decision.status)
     # The random set must exercise permits, forbids, size limits and the guard, or the test proves little.
     assert outcomes >= {None, StatusCode.NOT_ALLOWED_TO_SEND, StatusCode.NOT_ALLOWED_TO_RECEIVE, StatusCode.MESSAGE_TOO_LARGE}
+
+
+def _shuffle_lists(block: str, rng: random.Random) -> str:
+    """Shuffle the entries of every one-line TOML list in ``block`` (senders, types, events, …)."""
+    lines = []
+    for line in block.splitlines():
+        key, sep, value = line.partition(" = [")
+        if sep and value.endswith("]"):
+            entries = [e.strip() for e in value[:-1].split(",")]
+            rng.shuffle(entries)
+            line = f"{key.strip()} = [{', '.join(entries)}]"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_truth_table_holds_for_shuffled_rule_files(policy_set, tmp_path, seed):
+    """Rules shuffled across one to three files, every list shuffled too: same revision, every row's decision."""
+    from .conftest import HEADER
+
+    rng = random.Random(seed)
+    blocks = ["[[rule]]" + b for b in RULES.split("[[rule]]")[1:]]
+    assert len(blocks) == len(policy_set.rules)
+    blocks = [_shuffle_lists(b, rng) for b in blocks]
+    rng.shuffle(blocks)
+    files = [[] for _ in range(1 + seed % 3)]
+    for i, block in enumerate(blocks):
+        files[i % len(files)].append(block)
+    files[rng.randrange(len(files))].insert(0, _shuffle_lists(HEADER, rng))
+    names = rng.sample(["a.toml", "m.toml", "z.toml"], len(files))
+    for name, content in zip(names, files):
+        (tmp_path / name).write_text("\n".join(content), encoding="utf-8")
+    shuffled = load_policy_set([tmp_path])
+    assert shuffled.revision == policy_set.revision
+    engine = PolicyEngine(shuffled)
+    for description, request_, now, stage, allowed, status, rule_ids in TRUTH_TABLE:
+        decision = engine.decide(request_, now, stage)
+        assert (decision.allowed, decision.status, decision.rule_ids) == (allowed, status, rule_ids), description
+
+
+def test_a_real_move_in_with_a_data_lock_goes_only_where_locked_data_is_allowed():
+    """The real moveIn sample with an active data lock reaches the cantonal register (allow_locked_data), not a Gemeinde."""
+    from gateway.policy import payload_facts
+    from gateway.safexml import parse_xml
+
+    from .conftest import MOVE_IN
+
+    production = MOVE_IN.read_bytes().replace(b"<e78:testDeliveryFlag>true", b"<e78:testDeliveryFlag>false")
+    assert b"<e78:dataLock>0</e78:dataLock>" in production
+    locked = payload_facts(parse_xml(production.replace(b"<e78:dataLock>0</e78:dataLock>", b"<e78:dataLock>1</e78:dataLock>")))
+    unlocked = payload_facts(parse_xml(production))
+    assert (locked.data_lock, locked.event, unlocked.data_lock) == (True, "moveIn", False)
+    engine = PolicyEngine(load_policy_set([DEMO]))
+    size = len(production)
+    to_kriens = req("1-1061-1", "1-1059-1", 20201, size=size, f=locked)
+    to_register = req("1-1061-1", "2-LU-1", 20201, size=size, f=locked)
+    kriens, register = engine.decide_all([to_kriens, to_register], NOW, "origin")
+    assert (register.allowed, register.rule_ids) == (True, ("lu-gemeinden-an-kantonsregister",))
+    assert (kriens.allowed, kriens.status) == (False, StatusCode.RECIPIENT_NOT_ALLOWED)
+    alone = engine.decide(to_kriens, NOW, "origin")
+    assert (alone.status, alone.rule_ids) == (StatusCode.NOT_ALLOWED_TO_SEND, ("lu-gemeinden-zuzugsmeldung",))
+    assert "data lock" in alone.reason
+    # The same message without the lock goes to Kriens: the lock alone made the difference.
+    assert engine.decide(req("1-1061-1", "1-1059-1", 20201, size=size, f=unlocked), NOW, "origin").allowed

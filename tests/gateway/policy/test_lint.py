@@ -98,3 +98,14 @@ def test_redaction_matching_no_declared_element_is_reported(write_policy):
     """A path through elements the schema does not declare can never remove anything."""
     findings = check_files([write_policy(permit("typo", BASIC + 'redact = ["//e20:moveInPerson/e20:religon"]'))], None, XSD, NOW)
     assert kinds(findings) == [("redaction-never-applies", "typo")]
+
+
+def test_a_pattern_matching_no_known_participant_is_reported(write_policy):
+    """A glob that matches nobody in the participant list (a typo such as 1-106?-2) is reported like an unknown ID."""
+    path = write_policy(
+        forbid("typo", 'senders = ["1-106?-2"]\nrecipients = ["3-CH-1"]')
+        + forbid("fine", 'senders = ["1-10??-1"]\nrecipients = ["*"]')
+    )
+    findings = check_files([path], None, XSD, NOW)
+    assert kinds(findings) == [("unknown-participant", "typo")]
+    assert "pattern 1-106?-2 matches no participant" in findings[0].message

@@ -10,7 +10,7 @@ import pytest
 from gateway.policy import PolicyLoadError, load_policy_set
 from gateway.policy.loader import _RULE_FIELDS
 
-from .conftest import DEMO, REPO, forbid, permit
+from .conftest import DEMO, REPO, XSD, forbid, permit
 
 BASIC = 'senders = ["1-1061-1"]\nrecipients = ["2-LU-1"]\n'
 
@@ -133,3 +133,32 @@ def test_conflicting_namespace_prefix_is_refused(write_policy):
     with pytest.raises(PolicyLoadError) as info:
         load_policy_set([first, second])
     assert str(first) in str(info.value) and str(second) in str(info.value)
+
+
+def test_redaction_that_breaks_the_xsd_is_refused_at_load_when_schemas_are_given(write_policy):
+    """With the official XSDs, a redaction of a mandatory element is refused at load, naming rule, field and path."""
+    path = write_policy(permit("mandatory", BASIC + 'redact = ["//e20:moveInPerson/e20:nationality"]'))
+    assert load_policy_set([path]).rule("mandatory")  # without the XSDs only the syntax is checked
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy_set([path], schemas=XSD)
+    assert (info.value.file, info.value.rule, info.value.field) == (str(path), "mandatory", "redact")
+    assert "mandatory" in info.value.problem and str(info.value).endswith("'//e20:moveInPerson/e20:nationality'")
+
+
+def test_redaction_that_can_never_apply_is_refused_at_load_when_schemas_are_given(write_policy):
+    """A misspelt redaction path would let the data through, so with the XSDs it is refused at load."""
+    path = write_policy(permit("typo", BASIC + 'redact = ["//e20:moveInPerson/e20:religon"]'))
+    with pytest.raises(PolicyLoadError, match="can never remove anything") as info:
+        load_policy_set([path], schemas=XSD)
+    assert (info.value.rule, info.value.field) == ("typo", "redact")
+
+
+def test_the_demo_set_loads_with_the_xsd_proof():
+    """The demo federation's redactions pass the XSD proof at load."""
+    assert load_policy_set([DEMO], schemas=XSD).revision == load_policy_set([DEMO]).revision
+
+
+def test_participant_table_ids_are_normalised_like_rule_ids(write_policy):
+    """A sedex:// key in [participants] is stored as the bare ID, the form rules use."""
+    path = write_policy('[participants]\n"sedex://1-1061-1" = "Stadt Luzern"\n', header=False)
+    assert load_policy_set([path]).participants == (("1-1061-1", "Stadt Luzern"),)
