@@ -8,7 +8,7 @@ from .checkpoint import Checkpoint, SignedCheckpoint, load_public_key, sign_chec
 from .errors import AuditUnavailable, AuditVerificationError
 from .events import ChangeKind, config_change, policy_reload
 from .export import BrokenTrace, Trace, VerifiedExport, export_log, trace_message, verify_export
-from .log import DEFAULT_RETENTION, AuditLog
+from .log import DEFAULT_RETENTION, MIN_RETENTION, AuditLog
 from .merkle import MerkleTree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
 from .persons import person_ref, person_refs
 from .query import AuditQuery, SubjectAccessReport, query, subject_access_report
@@ -16,7 +16,7 @@ from .record import Action, Actor, ActorKind, AuditRecord, EnvelopeMeta, Outcome
 from .verify import VerifiedLog, verify_log
 
 __all__ = [
-    "DEFAULT_RETENTION", "Action", "Actor", "ActorKind", "AuditLog", "AuditQuery", "AuditRecord",
+    "DEFAULT_RETENTION", "MIN_RETENTION", "Action", "Actor", "ActorKind", "AuditLog", "AuditQuery", "AuditRecord",
     "AuditUnavailable", "AuditVerificationError", "BrokenTrace", "ChangeKind", "Checkpoint",
     "EnvelopeMeta", "MerkleTree", "Outcome", "PolicyRecord", "Role", "SignedCheckpoint",
     "SubjectAccessReport", "Trace", "VerifiedExport", "VerifiedLog", "canonical_json",

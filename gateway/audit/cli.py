@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..ids import InvalidIdentifier, check_message_id
 from .checkpoint import load_public_key
 from .errors import AuditUnavailable, AuditVerificationError
 from .export import FORMATS, BrokenTrace, claimed_origin, export_log, trace_message, verify_export
@@ -35,6 +36,13 @@ def _time(text: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"time without timezone: {text!r}")
     return moment
+
+
+def _message_id(text: str) -> str:
+    try:
+        return check_message_id(text)
+    except InvalidIdentifier:
+        raise argparse.ArgumentTypeError("not an eCH-0090 messageId") from None
 
 
 def _public_key(path: Path):
@@ -114,9 +122,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _open(args) as log:
         if args.output:
             with open(args.output, "w", encoding="utf-8", newline="") as out:
-                signed = export_log(log, out, actor=_actor(args), now=_now(), since=args.since, until=args.until, fmt=args.format)
+                signed = export_log(log, out, actor=_actor(args), now=_now(), since=args.since, until=args.until,
+                                    fmt=args.format, message_id=args.message_id)
         else:
-            signed = export_log(log, sys.stdout, actor=_actor(args), now=_now(), since=args.since, until=args.until, fmt=args.format)
+            signed = export_log(log, sys.stdout, actor=_actor(args), now=_now(), since=args.since, until=args.until,
+                                fmt=args.format, message_id=args.message_id)
     print(f"exported against checkpoint size {signed.checkpoint.size}", file=sys.stderr)
     return 0
 
@@ -214,6 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     writer(p)
     p.add_argument("--from", dest="since", type=_time)
     p.add_argument("--to", dest="until", type=_time)
+    p.add_argument("--message-id", type=_message_id, help="only the records of this message (what a trace needs)")
     p.add_argument("--format", choices=FORMATS, default="jsonl")
     p.add_argument("--output")
     p.set_defaults(func=_guard(cmd_export))

@@ -20,7 +20,7 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
@@ -31,34 +31,42 @@ from .checkpoint import Checkpoint, SignedCheckpoint, verify_checkpoint
 from .errors import AuditUnavailable, AuditVerificationError
 from .log import AuditLog
 from .merkle import leaf_hash, verify_inclusion
+from ..ids import check_message_id
 from .record import Action, Actor, AuditRecord, Role, format_time
 
 EXPORT_FORMAT = "drehscheibe-audit-export/v1"
 FORMATS = ("jsonl", "csv")
 
 
-def export_log(
+def export_lines(
     log: AuditLog,
-    out: TextIO,
     *,
     actor: Actor,
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
     fmt: str = "jsonl",
-) -> SignedCheckpoint:
-    """Write the records with ``since <= time < until`` plus proofs; return the checkpoint used.
+    message_id: str | None = None,
+) -> tuple[SignedCheckpoint, Iterator[str]]:
+    """Audit the export, sign a checkpoint, and return it with the export's lines (lazily).
 
     The export itself is audited first (no record, no export), then a checkpoint is
     signed on demand so it covers every exported record, including the export record.
+    Both happen before this returns, so a caller can refuse the export cleanly when the
+    log cannot write; the lines are produced as they are read. ``message_id`` keeps only
+    the records of one message (what a trace needs from each node).
     """
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}")
+    if message_id is not None:
+        check_message_id(message_id)
     window = {"format": fmt}
     if since is not None:
         window["since"] = format_time(since)
     if until is not None:
         window["until"] = format_time(until)
+    if message_id is not None:
+        window["message_id"] = message_id
     log.append(
         [AuditRecord(time=now, node=log.node, role=Role.NONE, action=Action.AUDIT_EXPORT, actor=actor, details=window)]
     )
@@ -71,18 +79,45 @@ def export_log(
     signature = base64.b64encode(signed.signature).decode("ascii")
     rows = (
         (index, body.decode("utf-8"), [p.hex() for p in tree.inclusion_proof(index, size)])
-        for index, body, _ in log.iter_records(since=since, until=until, limit_index=size)
+        for index, body, record in log.iter_records(since=since, until=until, limit_index=size)
+        if message_id is None or record.message_id == message_id
     )
-    if fmt == "jsonl":
-        out.write(json.dumps({"checkpoint": note, "format": EXPORT_FORMAT, "signature": signature}, sort_keys=True) + "\n")
+
+    def jsonl() -> Iterator[str]:
+        yield json.dumps({"checkpoint": note, "format": EXPORT_FORMAT, "signature": signature}, sort_keys=True) + "\n"
         for index, body, proof in rows:
-            out.write(json.dumps({"body": body, "index": index, "proof": proof}, sort_keys=True, ensure_ascii=False) + "\n")
-    else:
-        writer = csv.writer(out, lineterminator="\n")
+            yield json.dumps({"body": body, "index": index, "proof": proof}, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def csv_rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["kind", "index", "body", "proof", "signature"])
         writer.writerow(["checkpoint", "", note, "", signature])
+        yield buffer.getvalue()
         for index, body, proof in rows:
+            buffer.seek(0)
+            buffer.truncate()
             writer.writerow(["record", index, body, " ".join(proof), ""])
+            yield buffer.getvalue()
+
+    return signed, jsonl() if fmt == "jsonl" else csv_rows()
+
+
+def export_log(
+    log: AuditLog,
+    out: TextIO,
+    *,
+    actor: Actor,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: str = "jsonl",
+    message_id: str | None = None,
+) -> SignedCheckpoint:
+    """Write the records with ``since <= time < until`` plus proofs; return the checkpoint used."""
+    signed, lines = export_lines(log, actor=actor, now=now, since=since, until=until, fmt=fmt, message_id=message_id)
+    for line in lines:
+        out.write(line)
     return signed
 
 

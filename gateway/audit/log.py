@@ -26,9 +26,15 @@ from .merkle import EMPTY_ROOT, MerkleTree, leaf_hash, node_hash
 from .record import Action, Actor, AuditRecord, Role, format_time
 
 # Audit evidence must outlive the longest complaint and audit cycles; one year is the
-# floor set by the issue, and prune() refuses to cut anything younger.
-DEFAULT_RETENTION = timedelta(days=366)
+# floor set by the issue, and prune() refuses to cut anything younger. A year that
+# contains 29 February has 366 days: with 365, a record written on 1 March 2027 could
+# be pruned on 29 February 2028, a day before its first anniversary.
+MIN_RETENTION = timedelta(days=366)
+DEFAULT_RETENTION = MIN_RETENTION
 SCHEMA_VERSION = "1"
+# meta key naming the index of the newest prune record. Not signed: verify_log uses it
+# only to find that record quickly, then checks the record itself.
+PRUNE_HINT = "last_prune_index"
 
 _T = TypeVar("_T")
 KeySource = ec.EllipticCurvePrivateKey | Callable[[], ec.EllipticCurvePrivateKey] | None
@@ -136,6 +142,17 @@ class AuditLog:
             raise ValueError("the audit log file belongs to another node")
         return log
 
+    def reopen(self) -> AuditLog:
+        """Another handle on the same file with the same settings, e.g. for another thread.
+
+        SQLite connections belong to the thread that opened them; handles on one file
+        coordinate through the database itself (see :meth:`append`).
+        """
+        return AuditLog.open(
+            self.path, node=self.node, signing_key=self._key_source, checkpoint_every=self._every,
+            checkpoint_interval=self._interval, busy_timeout=self._busy_timeout,
+        )
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -180,7 +197,13 @@ class AuditLog:
     def _sync(self, conn: sqlite3.Connection) -> None:
         """Inside a write transaction: catch up with appends by other processes."""
         (size,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM records").fetchone()
-        if size != self._frontier.size:
+        known = self._frontier.size
+        if 0 <= known < size:
+            # Another handle appended: read only its new leaves. The leaves this handle
+            # already folded in are not re-read, so it never signs over a changed prefix.
+            rows = conn.execute("SELECT leaf_hash FROM records WHERE idx >= ? ORDER BY idx", (known,))
+            self._frontier = self._frontier.extend([row[0] for row in rows])
+        elif size != known:
             hashes = [row[0] for row in conn.execute("SELECT leaf_hash FROM records ORDER BY idx")]
             self._frontier = _Frontier(0, ()).extend(hashes)
         row = conn.execute("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
@@ -287,6 +310,16 @@ class AuditLog:
             return None
         return SignedCheckpoint(Checkpoint.parse(bytes(row[0])), bytes(row[1]))
 
+    def checkpoint_at(self, size: int) -> SignedCheckpoint | None:
+        """The newest stored checkpoint of exactly ``size`` records, if there is one."""
+        row = self._one("SELECT note, signature FROM checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1", (size,))
+        return SignedCheckpoint(Checkpoint.parse(bytes(row[0])), bytes(row[1])) if row else None
+
+    def body(self, index: int) -> bytes | None:
+        """The stored canonical bytes of record ``index`` (``None`` if pruned or absent)."""
+        row = self._one("SELECT body FROM records WHERE idx = ?", (index,))
+        return bytes(row[0]) if row and row[0] is not None else None
+
     def tree(self, size: int | None = None) -> MerkleTree:
         """The Merkle tree over the first ``size`` stored leaf hashes (all by default)."""
         rows = self._read().execute("SELECT leaf_hash FROM records ORDER BY idx LIMIT ?", (-1 if size is None else size,))
@@ -316,18 +349,14 @@ class AuditLog:
         """Drop the bodies of the oldest records (time < ``before``); keep their leaf hashes.
 
         The remaining log stays verifiable: the tree is still built from every leaf hash,
-        and a checkpoint signed just before the cut covers the pruned prefix. Only a
-        prefix is pruned, so the surviving records stay contiguous. Returns the count.
+        and a checkpoint signed just before the cut covers the pruned prefix and the
+        prune record that authorises it. Only a prefix is pruned, so the surviving
+        records stay contiguous. Returns the number of bodies dropped.
         """
-        if before > now - DEFAULT_RETENTION:
-            raise ValueError("refusing to prune records younger than the retention period")
-        conn = self._read()
-        (cut,) = conn.execute(
-            "SELECT COALESCE(MIN(idx), (SELECT COALESCE(MAX(idx) + 1, 0) FROM records))"
-            " FROM records WHERE time >= ?",
-            (format_time(before),),
-        ).fetchone()
-        self.append(
+        if before > now - MIN_RETENTION:
+            raise ValueError(f"refusing to prune records younger than the retention floor of {MIN_RETENTION.days} days")
+        cut = self._cut(before, start=self._first_stored())
+        (prune_index,) = self.append(
             [
                 AuditRecord(
                     time=now,
@@ -340,12 +369,66 @@ class AuditLog:
             ]
         )
         self.checkpoint(now)
-        count: int = self._transaction(
-            lambda c: c.execute("UPDATE records SET body = NULL WHERE idx < ? AND body IS NOT NULL", (cut,)).rowcount
-        )
+
+        def drop(conn: sqlite3.Connection) -> int:
+            count = conn.execute("UPDATE records SET body = NULL WHERE idx < ? AND body IS NOT NULL", (cut,)).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PRUNE_HINT, str(prune_index)))
+            return count
+
+        count: int = self._transaction(drop)
         try:
             # SECURITY: move the change out of the WAL so no pruned body lingers there.
             self._read().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise AuditUnavailable("audit log cannot complete the prune") from exc
         return count
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple:
+        """One row of a read; fail closed like every other access to the log."""
+        try:
+            return self._read().execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable("audit log cannot be read") from exc
+
+    def _first_stored(self) -> int:
+        """The first index that still has its body: pruned records are a prefix, so bisect."""
+        lo, hi = 0, self.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._one("SELECT body IS NULL FROM records WHERE idx = ?", (mid,))
+            if row is not None and row[0]:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _cut(self, before: datetime, *, start: int = 0) -> int:
+        """The first index whose time is ``>= before`` (the log size if there is none).
+
+        Pruned records are all older than ``before`` was at their prune, so the search may
+        start at the first stored body; it walks rows in index order and stops at the first
+        young one, so it costs the records that are due, not the whole log.
+        """
+        row = self._one(
+            "SELECT idx FROM records WHERE idx >= ? AND +time >= ? ORDER BY idx LIMIT 1", (start, format_time(before))
+        )
+        return row[0] if row else self.size
+
+    def apply_retention(self, days: int, *, now: datetime, actor: Actor) -> int:
+        """Prune what is older than ``days`` days, if anything; the node calls this periodically.
+
+        Refuses ``days`` below the floor (:data:`MIN_RETENTION`, 366 days). When no stored
+        body is older than the cut, nothing is written (no prune record, no checkpoint),
+        so calling it every hour costs a few point lookups. Returns the bodies dropped.
+        """
+        if isinstance(days, bool) or not isinstance(days, int) or days < MIN_RETENTION.days:
+            raise ValueError(f"audit retention must be at least {MIN_RETENTION.days} days")
+        before = now - timedelta(days=days)
+        first = self._first_stored()
+        if self._cut(before, start=first) <= first:
+            return 0  # nothing stored is old enough
+        return self.prune(before, now=now, actor=actor)
+
+    def verification_key(self) -> ec.EllipticCurvePublicKey:
+        """The public half of the checkpoint key (raises AuditUnavailable if the key is)."""
+        return self._key().public_key()

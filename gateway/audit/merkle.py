@@ -53,6 +53,10 @@ class MerkleTree:
     def size(self) -> int:
         return len(self._levels[0])
 
+    def leaf(self, index: int) -> bytes:
+        """The stored leaf hash at ``index``."""
+        return self._levels[0][index]
+
     def _hash(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]); ``start`` is always aligned to the left subtree sizes."""
         n = end - start

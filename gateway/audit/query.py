@@ -53,7 +53,8 @@ class AuditQuery:
         return self.person_ref is None or self.person_ref in record.person_refs
 
 
-def _audit_read(log: AuditLog, actor: Actor, now: datetime, what: str, description: str) -> int:
+def audit_read(log: AuditLog, actor: Actor, now: datetime, what: str, description: str) -> int:
+    """Append the ``audit_read`` record of one read (``description``: no personal data); return its index."""
     (index,) = log.append(
         [AuditRecord(time=now, node=log.node, role=Role.NONE, action=Action.AUDIT_READ, actor=actor,
                      details={"read": what, "query": description})]
@@ -63,7 +64,7 @@ def _audit_read(log: AuditLog, actor: Actor, now: datetime, what: str, descripti
 
 def query(log: AuditLog, q: AuditQuery, *, actor: Actor, now: datetime) -> list[tuple[int, AuditRecord]]:
     """Records matching ``q``, oldest first, after recording the read itself."""
-    audit_index = _audit_read(log, actor, now, "query", q.describe())
+    audit_index = audit_read(log, actor, now, "query", q.describe())
     return [
         (index, record)
         for index, _, record in log.iter_records(since=q.since, until=q.until, limit_index=audit_index)
@@ -114,7 +115,7 @@ class SubjectAccessReport:
 
 def subject_access_report(log: AuditLog, person_ref: str, *, actor: Actor, now: datetime) -> SubjectAccessReport:
     """Group every record that names ``person_ref`` by message, after recording the read."""
-    audit_index = _audit_read(log, actor, now, "subject_access_report",
+    audit_index = audit_read(log, actor, now, "subject_access_report",
                               canonical_json({"person_ref": person_ref}).decode("utf-8"))
     grouped: dict[str, list[AuditRecord]] = {}
     for _, _, record in log.iter_records(limit_index=audit_index):

@@ -63,6 +63,20 @@ def test_export_then_verify_export(filled: Path, private_pem: Path, public_pem: 
     assert main(["audit", "verify-export", str(out), "--key", str(public_pem)]) == 1
 
 
+def test_export_of_one_message(filled: Path, private_pem: Path, public_pem: Path, tmp_path: Path, capsys):
+    """audit export --message-id writes only that message's records, verifiable, and records the filter."""
+    out = tmp_path / "msg-2.jsonl"
+    assert main(["audit", "export", "--log", str(filled), "--signing-key", str(private_pem), "--actor", "dpo",
+                 "--message-id", "msg-2", "--output", str(out)]) == 0
+    assert main(["audit", "verify-export", str(out), "--key", str(public_pem)]) == 0
+    assert "valid: 1 records" in capsys.readouterr().out
+    with AuditLog.open(filled, node=NODE, signing_key=None) as log:
+        assert list(log.iter_records())[-1][2].details == {"format": "jsonl", "message_id": "msg-2"}
+    with pytest.raises(SystemExit):
+        main(["audit", "export", "--log", str(filled), "--signing-key", str(private_pem), "--actor", "dpo",
+              "--message-id", "not a message id"])
+
+
 def test_query_by_person_uses_the_secret_file_and_is_audited(filled: Path, private_pem: Path, secret_file: Path, capsys, monkeypatch):
     """audit query --person finds the records about that person, with the secret from a file or the environment."""
     args = ["audit", "query", "--log", str(filled), "--signing-key", str(private_pem), "--actor", "dpo",

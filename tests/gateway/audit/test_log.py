@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import DEFAULT_RETENTION, AuditLog, AuditUnavailable, verify_log
+from gateway.audit import DEFAULT_RETENTION, MIN_RETENTION, AuditLog, AuditUnavailable, verify_log
 from gateway.audit.merkle import leaf_hash, root_of
 from gateway.ids import StatusCode
 
@@ -173,3 +173,40 @@ def test_prune_drops_old_bodies_and_the_log_still_verifies(log_path: Path):
     assert b'"old-0"' not in raw and b'"new-0"' in raw
     result = verify_log(log_path, test_key().public_key())
     assert (result.size, result.pruned, result.unsigned_tail) == (8, 4, 0)
+
+
+@pytest.mark.parametrize("days", [365, 0, -400, 365.9, True])
+def test_apply_retention_refuses_less_than_the_floor(log: AuditLog, days):
+    """A retention below 366 days (or not a whole number of days) is refused and nothing is pruned."""
+    log.append([message_record(0)])
+    with pytest.raises(ValueError, match="366"):
+        log.apply_retention(days, now=T0 + timedelta(days=2000), actor=AUDITOR)
+    assert (log.size, MIN_RETENTION) == (1, timedelta(days=366))
+
+
+def test_apply_retention_prunes_what_is_older_and_the_log_still_verifies(log_path: Path):
+    """Records older than the retention lose their bodies, younger ones keep them, and the log verifies before and after."""
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+        log.append([message_record(i, message_id=f"old-{i}") for i in range(3)])
+        log.append([message_record(i, message_id=f"new-{i}", when=T0 + timedelta(days=300 + i)) for i in range(2)])
+        assert verify_log(log_path, test_key().public_key()).pruned == 0
+        now = T0 + timedelta(days=700)  # old-* are 700 days old, new-* about 400
+        assert log.apply_retention(600, now=now, actor=AUDITOR) == 3
+        assert [r.message_id for _, _, r in log.iter_records()][:2] == ["new-0", "new-1"]
+        prune_record = list(log.iter_records())[-1][2]
+        assert prune_record.details == {"change": "audit_prune", "before": "2026-06-09T08:00:00.000000Z", "cut_index": "3"}
+    result = verify_log(log_path, test_key().public_key())
+    assert (result.size, result.pruned, result.unsigned_tail) == (6, 3, 0)
+
+
+def test_apply_retention_writes_nothing_when_nothing_is_due(log_path: Path):
+    """Called again (or on a young log), apply_retention appends no record and signs no checkpoint."""
+    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+        log.append([message_record(i) for i in range(3)])
+        assert log.apply_retention(366, now=T0 + timedelta(days=30), actor=AUDITOR) == 0
+        assert log.size == 3
+        assert log.apply_retention(366, now=T0 + timedelta(days=400), actor=AUDITOR) == 3
+        size, checkpoint = log.size, log.latest_checkpoint()
+        assert log.apply_retention(366, now=T0 + timedelta(days=401), actor=AUDITOR) == 0
+        assert (log.size, log.latest_checkpoint()) == (size, checkpoint)
+    assert verify_log(log_path, test_key().public_key()).pruned == 3

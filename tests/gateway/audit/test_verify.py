@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,13 +14,38 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.audit import AuditLog, AuditVerificationError, verify_log
+from gateway.audit import verify as verify_module
 from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.record import Action
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.record import canonical_json
 
-from .conftest import NODE, T0, message_record, test_key
+from .conftest import AUDITOR, NODE, T0, message_record, test_key
 
 SIZE = 6
+
+
+@pytest.fixture(autouse=True, params=["in-process", "workers", "workers-only"])
+def scan_mode(request, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """Every case runs three times: one process; three ranges of two records, the first
+    scanned here; and the same with every range in a worker (as the auditor API does).
+
+    In worker mode a worker that fails would be replaced by an in-process scan and the
+    test would still pass; the warning it logs is therefore turned into a failure.
+    """
+    if request.param != "in-process":
+        original = verify_module.verify_log
+
+        def with_workers(*args, **kwargs):
+            kwargs.setdefault("workers", 3)
+            kwargs.setdefault("chunk", 2)
+            kwargs.setdefault("scan_here", request.param == "workers")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(verify_module, "verify_log", with_workers)
+        monkeypatch.setitem(globals(), "verify_log", with_workers)
+    yield request.param
+    assert not [r for r in caplog.records if r.name == verify_module.log.name]
 
 
 def build(path: Path, *, checkpoint_every: int = 1) -> None:
@@ -261,3 +287,115 @@ def test_a_later_edit_does_not_hide_an_earlier_one(tmp_path: Path):
 
     tamper(path, edit)
     assert_bad_at(path, 4)
+
+
+# -- pruning: an emptied body is only acceptable where a signed prune record allows it ------
+
+LATER = T0 + timedelta(days=800)
+
+
+def pruned(path: Path) -> None:
+    """The log of build(), with records 0..2 pruned (cut 3); the prune record is index SIZE."""
+    build(path)
+    with AuditLog.open(path, node=NODE, signing_key=test_key()) as log:
+        assert log.prune(T0 + timedelta(seconds=3), now=LATER, actor=AUDITOR) == 3
+
+
+def test_a_pruned_log_verifies(tmp_path: Path):
+    """After a prune the whole log, pruned prefix included, still verifies."""
+    path = tmp_path / "a.sqlite"
+    pruned(path)
+    result = verify_log(path, test_key().public_key())
+    assert (result.size, result.pruned, result.unsigned_tail) == (SIZE + 1, 3, 0)
+
+
+def test_an_emptied_body_outside_the_pruned_prefix_is_detected(tmp_path: Path):
+    """Setting the body of record 4 to NULL looks like pruning but is reported at index 4."""
+    path = tmp_path / "a.sqlite"
+    pruned(path)
+    tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx=4"))
+    assert "prefix" in assert_bad_at(path, 4).reason
+
+
+def test_emptying_bodies_beyond_the_signed_cut_is_detected(tmp_path: Path):
+    """Extending the pruned prefix past the cut of the prune record is reported at the cut."""
+    path = tmp_path / "a.sqlite"
+    pruned(path)
+    tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx<5"))
+    assert "prune record" in assert_bad_at(path, 3).reason
+
+
+def test_emptied_bodies_without_any_prune_record_are_detected(tmp_path: Path):
+    """A prefix of NULL bodies in a log that was never pruned is reported at index 0."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx<2"))
+    assert "prune record" in assert_bad_at(path, 0).reason
+
+
+def test_a_wrong_prune_hint_only_costs_a_search(tmp_path: Path):
+    """The unsigned pointer to the prune record may be wrong or gone: verification finds the record itself."""
+    path = tmp_path / "a.sqlite"
+    pruned(path)
+    tamper(path, lambda c: c.execute("UPDATE meta SET value='1' WHERE key='last_prune_index'"))
+    assert verify_log(path, test_key().public_key()).pruned == 3
+    tamper(path, lambda c: c.execute("DELETE FROM meta WHERE key='last_prune_index'"))
+    assert verify_log(path, test_key().public_key()).pruned == 3
+
+
+def test_an_unsigned_prune_record_authorises_nothing(tmp_path: Path):
+    """A forged prune record appended after the newest checkpoint does not make emptied bodies acceptable."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    forged = replace(message_record(99), action=Action.CONFIG_CHANGE, envelope=None, message_id=None,
+                     details={"change": "audit_prune", "before": "2026-03-01T08:00:03.000000Z", "cut_index": "3"})
+    data = forged.canonical_bytes()
+
+    def edit(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO records VALUES (?, 'x', ?, ?)", (SIZE, leaf_hash(data), data))
+        c.execute("UPDATE records SET body=NULL WHERE idx<3")
+
+    tamper(path, edit)
+    assert_bad_at(path, 0)
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"], ids=["cannot-start", "fails"])
+def test_a_failed_worker_is_replaced_by_an_in_process_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture, executable: str):
+    """When a worker cannot start or fails, its range is scanned here: same result, and a warning says so."""
+    path = tmp_path / "a.sqlite"
+    build(path)
+    monkeypatch.setattr(verify_module.sys, "executable", executable)
+    assert verify_module.verify_log(path, test_key().public_key(), workers=3, chunk=2, scan_here=True).size == SIZE
+
+    def edit(conn: sqlite3.Connection) -> None:
+        obj = body(conn, 5)
+        obj["outcome"] = "error"
+        set_body(conn, 5, obj, rehash=False)
+
+    tamper(path, edit)
+    with pytest.raises(AuditVerificationError) as caught:
+        verify_module.verify_log(path, test_key().public_key(), workers=3, chunk=2, scan_here=True)
+    assert caught.value.index == 5
+    assert [r.levelname for r in caplog.records if r.name == verify_module.log.name] == ["WARNING"] * 4
+    caplog.clear()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 8, 16])
+def test_roots_folded_from_chunks_equal_the_rfc_6962_roots(tmp_path: Path, chunk: int):
+    """For every tree size of a 37-record log, the root folded from chunk scans equals MTH over the leaves."""
+    from gateway.audit import scan
+
+    path = tmp_path / "a.sqlite"
+    with AuditLog.open(path, node=NODE, signing_key=test_key()) as log:
+        log.append([message_record(i) for i in range(37)])
+        tree = log.tree()
+    sizes = list(range(0, 38))
+    conn = scan.connect_read_only(str(path))
+    try:
+        results = [scan.scan_range(conn, lo, hi, chunk=chunk, sizes=sizes)
+                   for lo, hi in verify_module._ranges(37, chunk, 3)]
+    finally:
+        conn.close()
+    roots = verify_module._roots(results, sizes, chunk)
+    assert roots == {size: tree.root(size) for size in sizes}
