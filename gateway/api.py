@@ -13,12 +13,13 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from .audit import Actor, ActorKind
+from .audit.api import auditor_app
 from .config import LocalSystem, Operator, OperatorRole
 from .envelope import format_datetime
 from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
-from .node import Node
+from .node import Node, RelayAck
 from .receipt import parse_receipt
-from .transport import TRANSFER_PATH, peer_common_name, read_header
+from .transport import RECEIPTS_PATH, TRANSFER_PATH, peer_common_name, read_header
 
 NODE = web.AppKey("node", Node)
 SYSTEM = web.RequestKey("system", LocalSystem)
@@ -282,7 +283,30 @@ async def receive_transfer(request: web.Request) -> web.Response:
             yield chunk
 
     stored = await node.receive(header, ciphertext(), peer)
+    if isinstance(stored, RelayAck):
+        return web.json_response({"statusCode": int(StatusCode.HANDED_OVER), "relayed": stored.token}, status=202)
     return web.json_response({"statusCode": stored.status, "receipt": stored.signature}, status=200 if stored.status == 100 else 422)
+
+
+async def receive_returned_receipt(request: web.Request) -> web.Response:
+    """POST /node/v1/receipts — a relay returns the final receipt of a message we handed to it (mTLS only)."""
+    node = request.app[NODE]
+    peer = peer_common_name(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    if peer is None or node.config.peer(peer) is None:
+        return web.json_response({"error": "a configured peer's client certificate is required"}, status=401)
+    try:
+        body = await request.json()
+        token = body["token"] if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            raise ValueError
+    except (ValueError, KeyError):
+        return web.json_response({"error": "expected {\"token\": \"…\"}"}, status=400)
+    try:
+        node.accept_returned_receipt(token, peer)
+    except GatewayError as error:  # AuditUnavailable included: the relay sends it again
+        status = 503 if error.status.is_temporary_failure else 422
+        return web.json_response({"statusCode": int(error.status), "statusInfo": error.info}, status=status)
+    return web.json_response({"accepted": True})
 
 
 async def policy_status(request: web.Request) -> web.Response:
@@ -329,11 +353,19 @@ def local_api(node: Node) -> web.Application:
     app[NODE] = node
     app.add_subapp("/api/v1", systems)
     app.add_subapp("/admin/v1", admin)
+    app.add_subapp("/audit/v1", auditor_app(node.audit, person_secret=node.person_secret, now=node.clock.now,
+                                            authenticate=lambda token: _operator_name(node, token, OperatorRole.AUDITOR)))  # fmt: skip
     return app
+
+
+def _operator_name(node: Node, token: str, role: OperatorRole) -> str | None:
+    operator = node.config.operator(token, role)
+    return operator.name if operator else None
 
 
 def node_api(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.limits.max_envelope_bytes)
     app[NODE] = node
     app.router.add_post(TRANSFER_PATH, receive_transfer)
+    app.router.add_post(RECEIPTS_PATH, receive_returned_receipt)
     return app

@@ -131,6 +131,7 @@ class Delivery:
     expiry_days: int = 30
     poll_seconds: float = 0.2
     parallel_transfers: int = 8
+    max_hops: int = 8  # a transfer that already passed this many nodes is refused (301)
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ def load_config(path: Path | str) -> NodeConfig:
         expiry_days=delivery_table.positive("expiry_days", int, Delivery.expiry_days),
         poll_seconds=delivery_table.positive("poll_seconds", float, Delivery.poll_seconds),
         parallel_transfers=delivery_table.positive("parallel_transfers", int, Delivery.parallel_transfers),
+        max_hops=delivery_table.positive("max_hops", int, Delivery.max_hops),
     )
     limits_table = root.sub("limits", required=False)
     xml_defaults = XmlLimits()

@@ -14,16 +14,41 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .client import LocalApiClient
+from lxml import etree
+
+from .client import ApiError, LocalApiClient
 from .federation import Federation, NodeSpec, build_federation
 from .ids import ParticipantId
-from .samples import Sample, discover, envelope_for
+from .samples import Sample, discover, envelope_for, payload_for
 
 LUZERN = "1-1061-1"
+KRIENS = "1-1059-1"
 KANTON = "2-LU-1"
+BFS = "3-CH-1"
+POLICIES = Path(__file__).resolve().parents[1] / "policies" / "demo"
+E20_V2 = "http://www.ech.ch/xmlns/eCH-0020/2"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One message of the demo scenario and what must happen to it."""
+
+    title: str
+    sender: str
+    recipient: str
+    sample: Sample
+    message_type: int
+    expect_codes: tuple[int, ...] = (100,)  # the receipt the sender must get
+    via_folder: bool = False
+    removed: str | None = None  # an element that must be absent at the recipient (redaction)
+
+    @property
+    def refused(self) -> bool:
+        return 100 not in self.expect_codes
 
 
 def start_node(federation: Federation, node_id: str, log_dir: Path, env: dict | None = None) -> subprocess.Popen:
@@ -59,76 +84,65 @@ async def wait_ready(federation: Federation, node_id: str, timeout: float = 30.0
             await asyncio.sleep(0.1)
 
 
-def demo_samples(samples_dir: Path) -> list[Sample]:
-    """A representative set: the Sempach eCH-0099 pair, eCH-0020 v2 events, an eCH-0045 delivery."""
-    if not samples_dir.is_dir():
-        return []
-    chosen, per_namespace = [], {}
-    for sample in discover(samples_dir):
-        if sample.namespace in (None, "http://www.ech.ch/xmlns/eCH-0020/1", "http://www.ech.ch/xmlns/eCH-0087/1"):
-            continue
-        if per_namespace.get(sample.namespace, 0) < 4:
-            per_namespace[sample.namespace] = per_namespace.get(sample.namespace, 0) + 1
-            chosen.append(sample)
-    return chosen
+def scenario(samples_dir: Path, directory: Path) -> list[Step]:
+    """The demo's messages: events to the canton, a redaction, a denial, statistics, the folder interface."""
+    found = {s.name.split("/")[1] if "/" in s.name else s.name: s for s in discover(samples_dir)} if samples_dir.is_dir() else {}
+
+    def sample(prefix: str) -> Sample | None:
+        return next((s for name, s in found.items() if name.startswith(prefix)), None)
+
+    steps: list[Step] = []
+    events = [sample(p) for p in ("div-movetest", "div-contacttest", "deathtest-7561829871378", "birthtest-7561829871378")]
+    move_in, sempach = sample("movein-personsecondaryresidence"), sample("1196247040467") or sample("ech0099")
+    if not all(events) or move_in is None or sempach is None:
+        from .generated import generated_ech0020_v3
+
+        generated = generated_ech0020_v3(directory)
+        print("no samples folder: the scenario uses a generated eCH-0020 3.0 message (no redaction step)")
+        return [
+            Step("eCH-0020 3.0 event to the cantonal register", LUZERN, KANTON, generated, 20001),
+            Step("the same, through Luzern's sedex folder interface", LUZERN, KANTON, generated, 20001, via_folder=True),
+            Step("denied: a Gemeinde delivers directly to the BFS", LUZERN, BFS, generated, 20001, expect_codes=(310, 311)),
+        ]
+    for event in events:
+        steps.append(Step(f"eCH-0020 event to the cantonal register ({event.data.stem})", LUZERN, KANTON, event, 20001))
+    steps.append(Step("move-in to Kriens: the religion is removed (no legal basis)", LUZERN, KRIENS, move_in, 20201,
+                      removed=f"{{{E20_V2}}}religion"))  # fmt: skip
+    steps.append(Step("denied: Stadt Luzern sends statistics directly to the BFS", LUZERN, BFS, sempach, 94, expect_codes=(310, 311)))
+    steps.append(Step("the cantonal register delivers the statistics to the BFS", KANTON, BFS, sempach, 94))
+    steps.append(Step("an event through Luzern's sedex folder interface", LUZERN, KANTON, events[0], 20001, via_folder=True))
+    return steps
 
 
 async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
+    """Run the scenario on a fresh federation; exit code 0 only if every step ended as expected."""
     if directory.exists():
         shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    steps = scenario(samples, directory)
     federation = build_federation(
-        directory, [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-kanton", [KANTON])], schemas=schemas
-    )
-    print(f"demo federation in {directory}: CA, 2 nodes, 2 participants (see federation.json)")
+        directory, [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-kanton", [KANTON, KRIENS, BFS])],
+        schemas=schemas, policies=POLICIES, folders={LUZERN}, delivery_toml="poll_seconds = 0.05",
+    )  # fmt: skip
+    print(f"demo federation in {directory}: CA, 2 nodes, 4 participants, the demo policies (see federation.json)")
     processes = [start_node(federation, n.id, directory / "logs") for n in federation.nodes]
     try:
         for node, process in zip(federation.nodes, processes):
             await wait_ready(federation, node.id, process=process)
-        print("nodes up: node-luzern (Stadt Luzern 1-1061-1), node-kanton (Kantonales Register 2-LU-1)")
-        messages = demo_samples(samples)
-        if not messages:
-            from .generated import generated_ech0020_v3
-
-            messages = [generated_ech0020_v3(directory)]
-            print("no samples folder: sending a generated eCH-0020 3.0 message")
-        sent = []
-        now = datetime.now(timezone.utc)
-        async with LocalApiClient(federation.api_url("node-luzern"), federation.tokens[LUZERN], federation.ca_file) as luzern, \
-                LocalApiClient(federation.api_url("node-kanton"), federation.tokens[KANTON], federation.ca_file) as kanton:  # fmt: skip
-            for sample in messages:
-                message_id = uuid.uuid4().hex[:20]
-                envelope = envelope_for(sample, ParticipantId(LUZERN), ParticipantId(KANTON), message_id, now)
-                status, body = await luzern.submit(envelope, sample.payload(), sample.data.name)
-                print(f"  sent {sample.name} as {message_id}: HTTP {status}")
-                if status == 202:
-                    sent.append((LUZERN, KANTON, luzern, kanton, message_id, sample))
-            # One answer travels back: the canton acknowledges with the Sempach statistics payload.
-            back = messages[0]
-            message_id = uuid.uuid4().hex[:20]
-            status, _ = await kanton.submit(envelope_for(back, ParticipantId(KANTON), ParticipantId(LUZERN), message_id, now), back.payload(), back.data.name)
-            print(f"  sent {back.name} back from {KANTON} to {LUZERN} as {message_id}: HTTP {status}")
-            if status == 202:
-                sent.append((KANTON, LUZERN, kanton, luzern, message_id, back))
-            delivered = receipts_100 = 0
-            for sender, recipient, sender_api, recipient_api, message_id, sample in sent:
-                state = await _wait_settled(sender_api, sender, message_id)
-                payload = await recipient_api.payload(recipient, sender, message_id)
-                identical = payload == sample.payload()
-                if state.get("state") == "delivered" and identical:
-                    delivered += 1
-                    await recipient_api.acknowledge(recipient, sender, message_id)
-                status = await sender_api.status(sender, message_id)
-                receipt = status["receipts"][-1] if status["receipts"] else {}
-                if receipt.get("statusCode") == 100:
-                    receipts_100 += 1
-                print(f"\nmessage {message_id} ({sample.name}) {sender} → {recipient}: {state.get('state')}, payload identical: {identical}")
-                for event in status["events"]:
-                    extra = f" [{event['status']}]" if "status" in event else ""
-                    print(f"  {event['time']}  {event['node']:<12} {event['kind']}{extra}  {event.get('detail', '')}")
-                print(f"  receipt {receipt.get('statusCode')} {receipt.get('statusInfo')}")
-        print(f"\ndemo: {len(sent)} sent, {delivered} delivered, receipts 100: {receipts_100}")
-        ok = len(sent) == len(messages) + 1 and delivered == len(sent) and receipts_100 == len(sent)
-        return 0 if ok else 1
+        print("nodes up: node-luzern (Stadt Luzern 1-1061-1, with a sedex folder interface),")
+        print("          node-kanton (Kantonales Register 2-LU-1, Kriens 1-1059-1, BFS 3-CH-1)\n")
+        results = [await _run_step(federation, step) for step in steps]
+        print()
+        traced = next((m for _, step, m in results if step.removed), results[0][2])
+        audited = await _audit(federation, traced, LUZERN)
+        for ok, step, message_id in results:
+            if ok is not True:
+                print(f"NOT as expected: {step.title} ({message_id}): {ok}")
+        good = sum(1 for ok, _, _ in results if ok is True)
+        print(f"\ndemo: {len(steps)} messages, {good} as expected "
+              f"({sum(1 for s in steps if not s.refused)} delivered with receipt 100, "
+              f"{sum(1 for s in steps if s.refused)} refused by policy), audit logs verified: {'yes' if audited else 'NO'}")  # fmt: skip
+        return 0 if good == len(steps) and audited else 1
     finally:
         for process in processes:
             process.terminate()
@@ -139,11 +153,128 @@ async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
                 process.kill()
 
 
+async def _run_step(federation: Federation, step: Step) -> tuple[bool | str, Step, str]:
+    """Send one message, wait for its outcome, print its timeline; True when it ended as expected."""
+    sender, recipient = ParticipantId(step.sender), ParticipantId(step.recipient)
+    message_id = uuid.uuid4().hex[:20]
+    now = datetime.now(timezone.utc)
+    envelope = envelope_for(step.sample, sender, recipient, message_id, now, step.message_type)
+    payload = payload_for(step.sample, sender, recipient, step.message_type)
+    print(f"— {step.title}\n  {step.sample.name} as {message_id}: {step.sender} → {step.recipient}, messageType {step.message_type}")
+    async with _client(federation, step.sender) as sender_api, _client(federation, step.recipient) as recipient_api:
+        if step.via_folder:
+            outbox = federation.folder(step.sender) / "outbox"
+            (outbox / f"data_{message_id}{step.sample.data.suffix}").write_bytes(payload)
+            (outbox / f"envl_{message_id}.xml").write_bytes(envelope)
+            print(f"  written to {outbox.relative_to(federation.directory)}/ (data first, envelope last)")
+        else:
+            status, body = await sender_api.submit(envelope, payload, step.sample.data.name)
+            print(f"  submitted over the REST API: HTTP {status}" + (f", receipt {body.get('statusCode')}: {body.get('statusInfo')}" if status != 202 else ""))
+        state = await _wait_settled(sender_api, step.sender, message_id)
+        receipt = state["receipts"][-1] if state["receipts"] else {}
+        for event in state["events"]:
+            extra = f" [{event['status']}]" if "status" in event else ""
+            print(f"  {event['time']}  {event['node']:<12} {event['kind']}{extra}  {event.get('detail', '')}")
+        code = receipt.get("statusCode")
+        print(f"  receipt {code}: {receipt.get('statusInfo')}")
+        if code not in step.expect_codes:
+            return f"receipt {code}, expected {step.expect_codes}", step, message_id
+        if step.via_folder:
+            receipts = federation.folder(step.sender) / "receipts"
+            if not await _appears(lambda: any(message_id in p.read_text() for p in receipts.glob("*.xml"))):
+                print("  NO receipt file in the sender's receipts/ folder")
+                return "no receipt file", step, message_id
+            print(f"  receipt file in {receipts.relative_to(federation.directory)}/")
+        if step.refused:
+            inbox = await recipient_api.inbox(step.recipient)
+            if any(m["messageId"] == message_id for m in inbox):
+                return "a denied message reached the recipient", step, message_id
+            print(f"  nothing reached {step.recipient}")
+            return True, step, message_id
+        delivered = await recipient_api.payload(step.recipient, step.sender, message_id)
+        await recipient_api.acknowledge(step.recipient, step.sender, message_id)
+        if step.removed is not None:
+            before = len(etree.fromstring(payload).findall(f".//{step.removed}"))
+            after = len(etree.fromstring(delivered).findall(f".//{step.removed}"))
+            print(f"  {etree.QName(step.removed).localname}: {before} element(s) sent, {after} delivered to {step.recipient}")
+            return (True if before and not after else "redaction not visible"), step, message_id
+        identical = delivered == payload
+        print(f"  payload at {step.recipient} identical to what was sent: {identical}")
+        return (True if identical else "payload differs"), step, message_id
+
+
+def _client(federation: Federation, participant: str) -> LocalApiClient:
+    node = federation.node_of(participant)
+    return LocalApiClient(federation.api_url(node.id), federation.tokens[participant], federation.ca_file)
+
+
+async def _appears(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def _wait_settled(api: LocalApiClient, sender: str, message_id: str, timeout: float = 60.0) -> dict:
+    """The message's status once every recipient is settled (or refused at the origin)."""
     deadline = time.monotonic() + timeout
     while True:
-        status = await api.status(sender, message_id)
-        recipient = status["recipients"][0] if status["recipients"] else {}
-        if recipient.get("state") in ("delivered", "failed", "expired") or time.monotonic() > deadline:
-            return recipient
+        try:
+            status = await api.status(sender, message_id)
+        except ApiError as error:
+            if error.http_status != 404 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)  # the folder interface has not picked it up yet
+            continue
+        settled = status["recipients"] and all(r["state"] in ("delivered", "failed", "expired", "refused") for r in status["recipients"])
+        if settled or (not status["recipients"] and status["receipts"]) or time.monotonic() > deadline:
+            return status
         await asyncio.sleep(0.1)
+
+
+async def _audit(federation: Federation, message_id: str, sender: str) -> bool:
+    """As an auditor: verify every node's log through its auditor API, then trace one message from the exports.
+
+    Each node's export is verified offline against that node's certificate (not trusting the
+    node's own word), and the trace checks that what each hop sent is what the next received.
+    """
+    import aiohttp
+    import ssl
+
+    from .audit import AuditVerificationError, BrokenTrace, load_public_key, trace_message, verify_export
+
+    context = ssl.create_default_context(cafile=str(federation.ca_file))
+    all_valid, exports = True, []
+    print("audit: every node's log, verified through its auditor API (each read is itself audited)")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        for node in federation.nodes:
+            headers = {"Authorization": f"Bearer {federation.operator_tokens[node.id]['auditor']}"}
+            base = federation.api_url(node.id) + "/audit/v1"
+            async with session.get(base + "/export", params={"message_id": message_id}, headers=headers) as response:
+                text = await response.text()
+            certificate = federation.directory / "pki" / "nodes" / f"{node.id}.pem"
+            try:
+                exports.append(verify_export(text, load_public_key(certificate.read_bytes()), origin=node.id))
+            except AuditVerificationError as error:
+                print(f"  {node.id:<12} export of {message_id} NOT verifiable: {error}")
+                all_valid = False
+            # The export signed a fresh checkpoint over the whole log: the verification covers every record.
+            async with session.get(base + "/verify", headers=headers) as response:
+                result = await response.json()
+            valid = response.status == 200 and result.get("valid") is True
+            all_valid &= valid
+            detail = (f"{result['size']} records, {result['checkpoints']} signed checkpoints, the newest over "
+                      f"{result['signed_size']}, unsigned tail {result['unsigned_tail']}" if valid
+                      else f"INVALID at index {result.get('first_bad_index')}: {result.get('reason')}")  # fmt: skip
+            print(f"  {node.id:<12} {'valid' if valid else 'NOT VALID'}: {detail}")
+    try:
+        trace = trace_message(message_id, exports)
+    except BrokenTrace as error:
+        print(f"trace of {message_id}: BROKEN: {error}")
+        return False
+    print(f"trace of {message_id} from the verified exports ({sender} → ...):")
+    for line in trace.timeline():
+        print(f"  {line}")
+    return all_valid and len(trace.hops) >= 2

@@ -90,13 +90,16 @@ def build_federation(
     policies: Path | None = None,
     folders: bool | set[str] = False,
     adapters: dict[str, list[str]] | None = None,
+    via: dict[str, dict[str, str]] | None = None,
 ) -> Federation:
     """Generate a CA, node and participant certificates and one config per node.
 
     ``route_payload`` maps a recipient participant to a payload acceptance mode other
     than the default ``schema-valid`` (e.g. ``well-formed`` for eCH-0020 v1); ``adapters``
     maps a participant to the eCH format adapters it speaks (see adapters.registry). Each
-    node gets one admin and one auditor operator token.
+    node gets one admin and one auditor operator token. ``via`` overrides the next hop per
+    node: ``{"node-luzern": {"1-1059-1": "node-hub"}}`` sends Luzern's messages for Kriens
+    through the hub (default: straight to the node hosting the recipient).
     """
     directory = Path(directory).resolve()
     pki = directory / "pki"
@@ -113,6 +116,7 @@ def build_federation(
         federation.operator_tokens[node.id] = {role: secrets.token_urlsafe(24) for role in ("admin", "auditor")}
     route_payload = route_payload or {}
     adapters = adapters or {}
+    via_overrides = via or {}
 
     def adapter_line(participant: str) -> list[str]:
         names = adapters.get(participant)
@@ -167,7 +171,7 @@ def build_federation(
                 lines += ["[[peers]]", f'id = "{other.id}"', f'url = "https://127.0.0.1:{other.listen_port}"', ""]
         for other in nodes:
             for participant in other.participants:
-                via = "local" if other.id == node.id else other.id
+                via = "local" if other.id == node.id else (via_overrides.get(node.id, {}).get(participant) or other.id)
                 mode = route_payload.get(participant, "schema-valid")
                 lines += ["[[routes]]", f'recipient = "{participant}"', f'via = "{via}"', f'payload = "{mode}"', ""]
                 if other.id != node.id:

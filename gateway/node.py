@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import random
@@ -42,7 +43,9 @@ from .clock import Clock, backoff_delay
 from .config import ConfigError, HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance
 from .crypto.primitives import StreamError, new_hash
 from .crypto.seal import (
+    HOP_TYPE,
     RECEIPT_TYPE,
+    RELAY_TYPE,
     EncryptionIdentity,
     RecipientKey,
     Sealing,
@@ -50,6 +53,7 @@ from .crypto.seal import (
     SigningIdentity,
     TrustStore,
     VerifiedSeal,
+    verify_node_signed,
     verify_seal,
     verify_signed,
 )
@@ -65,7 +69,7 @@ from .pki import load_certificate, load_private_key
 from .receipt import Receipt, parse_receipt
 from .schemas import SchemaCatalog
 from .store import Event, Outcome, Outgoing, OutgoingState, Store, StoredReceipt
-from .transport import TRANSFER_PATH, TransferHeader, client_context
+from .transport import RECEIPTS_PATH, TRANSFER_PATH, TransferHeader, client_context
 
 log = logging.getLogger("drehscheibe.node")
 
@@ -257,11 +261,7 @@ class Node:
 
     def apply_retention(self) -> int:
         """Prune audit records older than the configured retention (at least a year)."""
-        now = self.clock.now()
-        before = now - timedelta(days=self.config.audit_retention_days)
-        if next(self.audit.iter_records(until=before), None) is None:
-            return 0  # nothing old enough: no prune record, no checkpoint
-        return self.audit.prune(before, now=now, actor=Actor(ActorKind.NODE, self.id))
+        return self.audit.apply_retention(self.config.audit_retention_days, now=self.clock.now(), actor=Actor(ActorKind.NODE, self.id))
 
     # ------------------------------------------------------------------ origin stages
 
@@ -503,6 +503,7 @@ class Node:
                     "message_date": envelope.message_date.timestamp(), "envelope": envelope_xml, "seal": part.seal,
                     "blob": str(part.blob), "ciphertext_sha256": part.ciphertext_sha256, "via": via,
                     "next_attempt": now.timestamp(), "expires": expires.timestamp(),
+                    "hops": json.dumps([] if via == "local" else [self.hop_entry(envelope, str(recipient), decisions.get(str(recipient)))]),
                 })  # fmt: skip
         first = parts[0]
         detail = f"{first.size} bytes" + (f", {first.namespace}" if first.namespace else "")
@@ -572,24 +573,55 @@ class Node:
             raise SealError("envelope, seal and transfer disagree on sender or messageId")
         if recipient not in envelope.recipients:
             raise SealError(f"recipient {recipient} is not in the sealed envelope")
+        self.check_hops(header)
         keys = self.hosted.get(recipient)
         if keys is None:
-            raise Refused(f"recipient {recipient} is not hosted on node {self.id}", status=StatusCode.UNKNOWN_RECIPIENT)
+            route = self.config.route_for(recipient)
+            if route is None or route.is_local or peer is None:
+                raise Refused(f"recipient {recipient} is not hosted on node {self.id} and has no onward route", status=StatusCode.UNKNOWN_RECIPIENT)
         if self.policies is not None:
-            # Policy (ingress): the destination re-checks the envelope-level rules for its recipient.
+            # Policy (ingress): a relay applies its transit rules, the destination re-checks the
+            # envelope-level rules for its recipient; neither can read the payload.
             request = PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class,
                                     verified.plaintext_length, None)  # fmt: skip
-            decision = self.policies.engine.decide(request, self.clock.now(), "destination")
+            decision = self.policies.engine.decide(request, self.clock.now(), "destination" if keys else "relay")
             if not decision.allowed:
                 raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_RECEIVE)
         return verified, envelope, keys
 
-    async def receive(self, header: TransferHeader, ciphertext: AsyncIterator[bytes], peer: str | None) -> StoredReceipt:
-        """The destination hop: returns the signed receipt (100, or the refusal's code)."""
+    def check_hops(self, header: TransferHeader) -> list[str]:
+        """The signed hop entries of a transfer: each by a federation node, about this message, no loop, not too many."""
+        nodes = []
+        for token in header.hops:
+            node, claims = verify_node_signed(token, typ=HOP_TYPE, trust=self.trust, now=self.clock.now())
+            if claims.get("messageId") != header.message_id or claims.get("sender") != header.sender:
+                raise SealError("a hop entry is about another message")
+            nodes.append(node)
+        if self.id in nodes or len(set(nodes)) != len(nodes):
+            raise Refused(f"routing loop: the message already passed {', '.join(nodes)}", status=StatusCode.UNKNOWN_RECIPIENT)
+        if len(nodes) >= self.config.delivery.max_hops:
+            raise Refused(f"the message already passed {len(nodes)} nodes (limit {self.config.delivery.max_hops})", status=StatusCode.UNKNOWN_RECIPIENT)
+        return nodes
+
+    def hop_entry(self, envelope: Envelope, recipient: str, decision=None) -> str:
+        """This node's signed entry in the message's route: node, time, and a digest of its decision."""
+        digest = None
+        if decision is not None:
+            digest = hashlib.sha256(repr((decision.rule_ids, decision.revision, tuple(decision.redactions))).encode()).hexdigest()
+        return self.node_signer.sign(HOP_TYPE, {"node": self.id, "time": self.clock.timestamp(), "sender": str(envelope.sender),
+                                                "messageId": envelope.message_id, "recipient": recipient, "decision": digest})  # fmt: skip
+
+    async def receive(self, header: TransferHeader, ciphertext: AsyncIterator[bytes], peer: str | None) -> StoredReceipt | RelayAck:
+        """The destination hop: returns the signed receipt (100, or the refusal's code).
+
+        For a recipient hosted further on, this node is a relay: see :meth:`relay`.
+        """
         try:
             verified, envelope, keys = self.verify_transfer(header, peer)
         except GatewayError as error:
             return self._refusal_receipt(header, error)
+        if keys is None:
+            return await self.relay(header, verified, envelope, ciphertext, peer)
         recipient = keys.participant
         known = self.store.find_inbox(str(envelope.sender), envelope.message_id, str(recipient))
         if known is not None and known.ciphertext_sha256 == verified.ciphertext_sha256:
@@ -681,6 +713,129 @@ class Node:
         events = [self.event("refused", status=int(error.status), detail=error.info)]
         return StoredReceipt(header.sender, header.message_id, header.recipient, int(error.status), receipt_xml, self._sign_receipt(receipt_xml, None, events), now.timestamp())
 
+    # ---------------------------------------------------------------------- relay
+
+    async def relay(self, header: TransferHeader, verified: VerifiedSeal, envelope: Envelope,
+                    ciphertext: AsyncIterator[bytes], peer: str) -> StoredReceipt | RelayAck:  # fmt: skip
+        """Take over a message for a recipient further on: store the ciphertext durably, audit, queue it.
+
+        The relay holds no key of the recipient: it checks that the ciphertext is exactly the
+        one the origin sealed (digest and length), never what is inside. It answers with a
+        signed hand-over acknowledgement; the final receipt travels back later (RECEIPTS_PATH).
+        """
+        recipient = ParticipantId.parse(header.recipient)
+        route = self.config.route_for(recipient)
+        assert route is not None and not route.is_local
+        known = self.store.find_outgoing(str(envelope.sender), envelope.message_id, str(recipient))
+        if known is not None and known.ciphertext_sha256 == verified.ciphertext_sha256:
+            async for _ in ciphertext:
+                pass
+            return self._relay_ack(known, route.via)
+        blob = self.store.new_blob()
+        try:
+            async for chunk in ciphertext:
+                if blob.length + len(chunk) > verified.ciphertext_length:
+                    raise SealError("more ciphertext than sealed")
+                blob.write(chunk)
+            verified.check_ciphertext(blob.sha256, blob.length)
+            path = blob.close()
+            self.store.sync_blobs()
+        except GatewayError as error:
+            blob.discard()
+            return self._refusal_receipt(header, error, envelope)
+        except BaseException:
+            blob.discard()
+            raise
+        decision = None
+        if self.policies is not None:
+            request = PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class, verified.plaintext_length, None)
+            decision = self.policies.engine.decide(request, self.clock.now(), "relay")
+        peer_actor = Actor(ActorKind.PEER_NODE, peer)
+        records = [self.audit_record(envelope, Action.RECEIVED, Role.RELAY, peer_actor, received=verified.ciphertext_sha256, recipients=[str(recipient)])]
+        if decision is not None:
+            records.append(self.audit_record(envelope, Action.POLICY_DECISION, Role.RELAY, peer_actor, recipients=[str(recipient)],
+                                             policy=PolicyRecord(rule_ids=tuple(decision.rule_ids), revision=decision.revision)))  # fmt: skip
+        try:
+            self.audit_append(records)
+        except AuditUnavailable as error:
+            path.unlink(missing_ok=True)
+            return self._refusal_receipt(header, error, envelope)
+        now = self.clock.now()
+        row = {
+            "sender": str(envelope.sender), "message_id": envelope.message_id, "recipient": str(recipient),
+            "message_type": envelope.message_type, "message_class": envelope.message_class,
+            "message_date": envelope.message_date.timestamp(), "envelope": verified.envelope_xml, "seal": verified.token,
+            "blob": str(path), "ciphertext_sha256": verified.ciphertext_sha256, "via": route.via,
+            "next_attempt": now.timestamp(), "expires": (envelope.message_date + timedelta(days=self.config.delivery.expiry_days)).timestamp(),
+            "upstream": peer, "hops": json.dumps([*header.hops, self.hop_entry(envelope, str(recipient), decision)]),
+        }  # fmt: skip
+        outcome = self.store.relay(row, [self.event("relaying", detail=f"from {peer} to {route.via}")])
+        if outcome is not Outcome.NEW:
+            path.unlink(missing_ok=True)
+        if outcome is Outcome.CONFLICT:
+            return self._refusal_receipt(header, Refused("messageId already relayed with other content", status=StatusCode.DUPLICATE_MESSAGE_ID), envelope)
+        self._wake.set()
+        stored = self.store.find_outgoing(str(envelope.sender), envelope.message_id, str(recipient))
+        assert stored is not None
+        return self._relay_ack(stored, route.via)
+
+    def _relay_ack(self, item: Outgoing, via: str) -> RelayAck:
+        events = [self.event("received", detail=f"from {item.upstream}, relaying to {via}")]
+        token = self.node_signer.sign(RELAY_TYPE, {
+            "node": self.id, "kind": "accepted", "sender": item.sender, "messageId": item.message_id, "recipient": item.recipient,
+            "ciphertextSha256": item.ciphertext_sha256, "events": [e.as_dict() for e in events],
+        })  # fmt: skip
+        return RelayAck(token)
+
+    def _return_token(self, item: Outgoing, final_token: str, events: Iterable[Event]) -> str | None:
+        """What a relay sends back to its upstream node once a relayed message is settled."""
+        if item.upstream is None:
+            return None
+        # This relay's own steps for the row (relaying, forwarding, retries), then what came back.
+        own = [e for e in self.store.timeline(item.sender, item.message_id)
+               if e.node == self.id and e.recipient == item.recipient and e.kind != "relaying"]  # fmt: skip
+        events = [*own, *events]
+        return self.node_signer.sign(RELAY_TYPE, {
+            "node": self.id, "kind": "receipt", "sender": item.sender, "messageId": item.message_id, "recipient": item.recipient,
+            "ciphertextSha256": item.ciphertext_sha256, "receipt": final_token, "events": [e.as_dict() for e in events],
+        })  # fmt: skip
+
+    def accept_returned_receipt(self, token: str, peer: str) -> bool:
+        """A relay we handed a message to returns its final receipt: settle our row (idempotent)."""
+        claims = verify_signed(token, typ=RELAY_TYPE, signer=peer, trust=self.trust, now=self.clock.now())
+        if claims.get("kind") != "receipt" or not isinstance(claims.get("receipt"), str):
+            raise SealError("not a returned receipt")
+        item = self.store.find_outgoing(str(claims.get("sender")), str(claims.get("messageId")), str(claims.get("recipient")))
+        if item is None or item.via != peer or item.ciphertext_sha256 != claims.get("ciphertextSha256"):
+            raise Refused("returned receipt for a message not handed to this peer", status=StatusCode.UNKNOWN_RECIPIENT)
+        if item.state not in (OutgoingState.QUEUED, OutgoingState.HANDED):
+            return False  # already settled: the relay sent it again
+        final = claims["receipt"]
+        _, inner = verify_node_signed(final, typ=RECEIPT_TYPE, trust=self.trust, now=self.clock.now())
+        relayed_events = _events(claims.get("events", []))
+        return self._conclude(item, final, inner, relayed_events, Actor(ActorKind.PEER_NODE, peer), receipt_events=False)
+
+    async def return_receipts(self) -> int:
+        """Send the final receipts this relay owes upstream nodes; retry later on failure."""
+        done = 0
+        for item in self.store.due_returns(self.clock.timestamp()):
+            peer = self.config.peer(item.upstream)
+            try:
+                if peer is None:
+                    raise TemporaryFailure(f"upstream {item.upstream} is not a configured peer")
+                session = await self._client()
+                async with session.post(peer.url + RECEIPTS_PATH, json={"token": item.token}) as response:
+                    if response.status != 200:
+                        raise TemporaryFailure(f"upstream answered HTTP {response.status}")
+                self.store.return_done(item)
+                done += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TemporaryFailure) as error:
+                delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
+                                      cap=self.config.delivery.retry_max_seconds, rng=self.rng)  # fmt: skip
+                log.info("receipt return to %s failed (%s); next attempt in %.1fs", item.upstream, _describe(error), delay)
+                self.store.return_later(item, self.clock.timestamp() + delay)
+        return done
+
     # ---------------------------------------------------------------------- inbox
 
     def open_inbox_entry(self, entry) -> tuple[VerifiedSeal, AsyncIterator[bytes]]:
@@ -724,7 +879,7 @@ class Node:
                 raise
             except Exception:  # noqa: BLE001 - the forwarder must survive and retry
                 log.exception("forwarder round failed")
-            next_due = self.store.next_due_time()
+            next_due = min((t for t in (self.store.next_due_time(), self.store.next_return_time()) if t is not None), default=None)
             wait = self.config.delivery.poll_seconds * 10
             if next_due is not None:
                 wait = max(0.0, min(wait, next_due - self.clock.timestamp()))
@@ -735,9 +890,10 @@ class Node:
     async def forward_due(self) -> int:
         """One round: expire what is too old, send what is due. Returns messages settled."""
         self.expire_due()
+        returned = await self.return_receipts()
         due = self.store.due(self.clock.timestamp(), limit=200)
         if not due:
-            return 0
+            return returned
         semaphore = asyncio.Semaphore(self.config.delivery.parallel_transfers)
 
         async def one(item: Outgoing) -> bool:
@@ -762,20 +918,22 @@ class Node:
                                              outcome=AuditOutcome.REFUSED, receipt_code=int(status), recipients=[item.recipient])])  # fmt: skip
         receipt_xml = Receipt.for_envelope(envelope, ParticipantId.parse(item.recipient), status, info, now).to_xml()
         events = [self.event(state.value, status=int(status), detail=info)]
-        self.store.settle(item, state, receipt_status=int(status), receipt=receipt_xml,
-                          receipt_signature=self._sign_receipt(receipt_xml, item.ciphertext_sha256, events),
-                          events=events, now=now.timestamp())  # fmt: skip
+        signature = self._sign_receipt(receipt_xml, item.ciphertext_sha256, events)
+        self.store.settle(item, state, receipt_status=int(status), receipt=receipt_xml, receipt_signature=signature,
+                          events=events, now=now.timestamp(), return_token=self._return_token(item, signature, events))  # fmt: skip
         self._release_blob(item)
 
     async def forward(self, item: Outgoing) -> bool:
         """Send one queued message to its next hop; settle it on a receipt, else back off."""
-        header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal)
+        header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal, item.hops)
         try:
             if item.via == "local":
                 receipt = await self.receive(header, _read_file(item.blob), peer=None)
                 signer = self.id
             else:
                 receipt, signer = await self._post_transfer(item, header)
+            if isinstance(receipt, RelayAck):
+                return self._handed_over(item, receipt, signer)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TemporaryFailure) as error:
             delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
                                   cap=self.config.delivery.retry_max_seconds, rng=self.rng)  # fmt: skip
@@ -802,53 +960,102 @@ class Node:
             if response.status >= 500 or response.status in (408, 429):
                 raise TemporaryFailure(f"peer answered HTTP {response.status}")
             data = await response.json(content_type=None)
+        if isinstance(data, dict) and isinstance(data.get("relayed"), str):
+            return RelayAck(data["relayed"]), peer.id
         token = data.get("receipt") if isinstance(data, dict) else None
         if not isinstance(token, str):
             raise TemporaryFailure(f"peer answered HTTP {response.status} without a receipt")
         return StoredReceipt(item.sender, item.message_id, item.recipient, 0, b"", token, self.clock.timestamp()), peer.id
 
+    def _handed_over(self, item: Outgoing, ack: RelayAck, relay: str) -> bool:
+        """The peer is a relay and took the message over durably: stop sending, await the final receipt."""
+        try:
+            claims = verify_signed(ack.token, typ=RELAY_TYPE, signer=relay, trust=self.trust, now=self.clock.now())
+            if (claims.get("kind"), claims.get("sender"), claims.get("messageId"), claims.get("recipient"), claims.get("ciphertextSha256")) != (
+                "accepted", item.sender, item.message_id, item.recipient, item.ciphertext_sha256
+            ):
+                raise SealError("the hand-over acknowledgement is about another message")
+        except GatewayError as error:
+            log.warning("hand-over acknowledgement from %s rejected: %s", relay, error.info)
+            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
+                                  self.event("retry", detail=f"acknowledgement from {relay} rejected"))  # fmt: skip
+            return False
+        envelope = parse_envelope(item.envelope, None)
+        role = Role.RELAY if item.upstream else Role.ORIGIN
+        try:
+            self.audit_append([self.audit_record(envelope, Action.FORWARDED, role, Actor(ActorKind.PEER_NODE, relay),
+                                                 sent=item.ciphertext_sha256, recipients=[item.recipient])])  # fmt: skip
+        except AuditUnavailable:
+            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
+                                  self.event("retry", status=int(StatusCode.LOGGING_NOT_REACHABLE), detail="audit log unavailable"))  # fmt: skip
+            return False
+        events = [*_events(claims.get("events", [])), self.event("handed", status=int(StatusCode.HANDED_OVER), detail=f"to {relay}")]
+        handed = self.store.hand_over(item, events)
+        self._release_blob(item)
+        return handed
+
     def _settle_with_receipt(self, item: Outgoing, stored: StoredReceipt, signer: str) -> bool:
+        """The next hop answered with its signed receipt (it was the destination, or refused)."""
         try:
             claims = verify_signed(stored.signature or "", typ=RECEIPT_TYPE, signer=signer, trust=self.trust, now=self.clock.now())
-            receipt_xml = str(claims["receipt"]).encode("utf-8")
-            receipt = parse_receipt(receipt_xml, self.catalog)
-        except (GatewayError, KeyError) as error:
-            log.warning("receipt from %s rejected: %s", signer, error)
+        except GatewayError as error:
+            log.warning("receipt from %s rejected: %s", signer, error.info)
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", detail=f"receipt from {signer} rejected"))  # fmt: skip
             return False
+        actor = Actor(ActorKind.PEER_NODE, signer) if signer != self.id else Actor(ActorKind.NODE, self.id)
+        # A local delivery already wrote its events into this store's timeline.
+        return self._conclude(item, stored.signature or "", claims, [], actor, receipt_events=signer != self.id)
+
+    def _conclude(self, item: Outgoing, final: str, claims: dict, relayed: list[Event], actor: Actor, *, receipt_events: bool = True) -> bool:
+        """Settle ``item`` with its final receipt (``final``, signed by the node that issued it).
+
+        ``relayed`` are the events of the relays on the way back (they already include the
+        final receipt's own events; then ``receipt_events`` is False). A relayed row passes
+        the receipt on to its upstream node in the same transaction.
+        """
+        try:
+            receipt_xml = str(claims["receipt"]).encode("utf-8")
+            receipt = parse_receipt(receipt_xml, self.catalog)
+        except (GatewayError, KeyError) as error:
+            log.warning("receipt for %s rejected: %s", item.message_id, error)
+            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
+                                  self.event("retry", detail="receipt rejected"))  # fmt: skip
+            return False
         if receipt.message_id != item.message_id or str(receipt.recipient) != item.recipient or str(receipt.sender) != item.sender:
-            log.warning("receipt from %s answers another message", signer)
+            log.warning("receipt from %s answers another message", actor.id)
             return False
         if receipt.status is StatusCode.DELIVERED and claims.get("ciphertextSha256") != item.ciphertext_sha256:
-            log.warning("receipt from %s is bound to other content", signer)
+            log.warning("receipt from %s is bound to other content", actor.id)
             return False
-        remote_events = [Event(**{k: e[k] for k in ("time", "node", "kind", "status", "detail") if k in e}) for e in claims.get("events", [])]
+        remote_events = _events(claims.get("events", [])) if receipt_events else []
         if receipt.status.is_temporary_failure:
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(receipt.status), detail=receipt.status_info))  # fmt: skip
             return False
         state = OutgoingState.DELIVERED if receipt.status is StatusCode.DELIVERED else OutgoingState.FAILED
-        if signer == self.id:
-            remote_events = []  # a local delivery already wrote its events into this store's timeline
-        events = [*remote_events, self.event("receipt", status=int(receipt.status), detail=receipt.status_info)]
+        events = [*relayed, *remote_events, self.event("receipt", status=int(receipt.status), detail=receipt.status_info)]
         envelope = parse_envelope(item.envelope, None)
-        peer_actor = Actor(ActorKind.PEER_NODE, signer)
+        role = Role.RELAY if item.upstream else Role.ORIGIN
+        records = []
+        if item.state is OutgoingState.QUEUED:
+            records.append(self.audit_record(envelope, Action.FORWARDED, role, actor, sent=item.ciphertext_sha256, recipients=[item.recipient]))
+        records.append(self.audit_record(envelope, Action.DELIVERED if state is OutgoingState.DELIVERED else Action.REFUSED,
+                                         role, actor, receipt_code=int(receipt.status), recipients=[item.recipient],
+                                         outcome=AuditOutcome.OK if state is OutgoingState.DELIVERED else AuditOutcome.REFUSED))  # fmt: skip
         try:
-            self.audit_append([
-                self.audit_record(envelope, Action.FORWARDED, Role.ORIGIN, peer_actor, sent=item.ciphertext_sha256, recipients=[item.recipient]),
-                self.audit_record(envelope, Action.DELIVERED if state is OutgoingState.DELIVERED else Action.REFUSED,
-                                  Role.ORIGIN, peer_actor, receipt_code=int(receipt.status), recipients=[item.recipient],
-                                  outcome=AuditOutcome.OK if state is OutgoingState.DELIVERED else AuditOutcome.REFUSED),
-            ])  # fmt: skip
+            self.audit_append(records)
         except AuditUnavailable:
             # Fail closed: the receipt is not taken; the retry gets the same receipt again.
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(StatusCode.LOGGING_NOT_REACHABLE), detail="audit log unavailable"))  # fmt: skip
             return False
         settled = self.store.settle(item, state, receipt_status=int(receipt.status), receipt=receipt_xml,
-                                    receipt_signature=stored.signature, events=events, now=self.clock.timestamp())  # fmt: skip
+                                    receipt_signature=final, events=events, now=self.clock.timestamp(),
+                                    return_token=self._return_token(item, final, events))  # fmt: skip
         self._release_blob(item)
+        if settled and item.upstream:
+            self._wake.set()
         return settled
 
     def _release_blob(self, item: Outgoing) -> None:
@@ -873,6 +1080,22 @@ class Node:
 
 class TemporaryFailure(Exception):
     """A transfer that should be retried later."""
+
+
+@dataclass(frozen=True)
+class RelayAck:
+    """A relay's signed acknowledgement that it took a message over (RELAY_TYPE, kind "accepted")."""
+
+    token: str
+
+
+def _events(items: Iterable) -> list[Event]:
+    """Timeline events from signed claims of another node (unknown keys ignored)."""
+    events = []
+    for item in items:
+        if isinstance(item, dict) and {"time", "node", "kind"} <= item.keys():
+            events.append(Event(**{k: item[k] for k in ("time", "node", "kind", "status", "detail") if k in item}))
+    return events
 
 
 async def _hashed(chunks: AsyncIterator[bytes], digest) -> AsyncIterator[bytes]:

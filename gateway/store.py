@@ -46,7 +46,18 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, sender TEXT NOT NULL, message_id TEXT NOT NULL, recipient TEXT,
     time REAL NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL, status INTEGER, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_message ON events (sender, message_id);
+CREATE TABLE IF NOT EXISTS returns (
+    id INTEGER PRIMARY KEY, upstream TEXT NOT NULL, token TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL);
 """
+
+# Columns added after the first release; a store created before gets them at open.
+MIGRATIONS = {
+    "outgoing": {
+        "upstream": "TEXT",  # the peer a relayed message came from (NULL: submitted here)
+        "hops": "TEXT NOT NULL DEFAULT '[]'",  # signed hop entries to send with the transfer (JSON list)
+    },
+}
 
 
 class Outcome(enum.Enum):
@@ -57,6 +68,7 @@ class Outcome(enum.Enum):
 
 class OutgoingState(enum.Enum):
     QUEUED = "queued"
+    HANDED = "handed"  # a relay took it over durably; the final receipt comes back later
     DELIVERED = "delivered"
     FAILED = "failed"
     EXPIRED = "expired"
@@ -112,6 +124,18 @@ class Outgoing:
     receipt_status: int | None
     receipt: bytes | None
     receipt_signature: str | None
+    upstream: str | None = None
+    hops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReceiptReturn:
+    """A final receipt a relay owes the node it took the message from."""
+
+    row: int
+    upstream: str
+    token: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -175,7 +199,15 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self._fsync_dir(self.blobs)
+
+    def _migrate(self) -> None:
+        for table, columns in MIGRATIONS.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column, declaration in columns.items():
+                if column not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self.db.close()
@@ -226,15 +258,55 @@ class Store:
                 return Outcome.SAME if known[0] == content_sha256 else Outcome.CONFLICT
             db.execute("INSERT INTO submissions VALUES (?,?,?,?)", (sender, message_id, content_sha256, now))
             for row in rows:
-                db.execute(
-                    "INSERT INTO outgoing (sender, message_id, recipient, message_type, message_class, message_date,"
-                    " envelope, seal, blob, ciphertext_sha256, via, state, next_attempt, expires)"
-                    " VALUES (:sender,:message_id,:recipient,:message_type,:message_class,:message_date,:envelope,"
-                    " :seal,:blob,:ciphertext_sha256,:via,'queued',:next_attempt,:expires)",
-                    row,
-                )
+                self._insert_outgoing(db, row)
             self._insert_events(db, sender, message_id, events)
         return Outcome.NEW
+
+    def relay(self, row: dict, events: Iterable[Event]) -> Outcome:
+        """Queue a message this node relays (its ``upstream`` set), once per (sender, messageId, recipient)."""
+        with self._transaction() as db:
+            known = db.execute(
+                "SELECT ciphertext_sha256 FROM outgoing WHERE sender=? AND message_id=? AND recipient=?",
+                (row["sender"], row["message_id"], row["recipient"]),
+            ).fetchone()
+            if known is not None:
+                return Outcome.SAME if known[0] == row["ciphertext_sha256"] else Outcome.CONFLICT
+            self._insert_outgoing(db, row)
+            self._insert_events(db, row["sender"], row["message_id"], [(row["recipient"], e) for e in events])
+        return Outcome.NEW
+
+    def find_outgoing(self, sender: str, message_id: str, recipient: str) -> Outgoing | None:
+        row = self.db.execute(
+            "SELECT * FROM outgoing WHERE sender=? AND message_id=? AND recipient=?", (sender, message_id, recipient)
+        ).fetchone()
+        return self._outgoing(row) if row else None
+
+    def hand_over(self, item: Outgoing, events: Iterable[Event]) -> bool:
+        """A relay acknowledged the message: stop sending it, wait for the final receipt."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE outgoing SET state='handed', attempts=attempts+1 WHERE id=? AND state='queued'", (item.row,)
+            ).rowcount
+            if changed:
+                self._insert_events(db, item.sender, item.message_id, [(item.recipient, e) for e in events])
+        return bool(changed)
+
+    def due_returns(self, now: float, limit: int = 100) -> list[ReceiptReturn]:
+        cursor = self.db.execute(
+            "SELECT id, upstream, token, attempts FROM returns WHERE next_attempt<=? ORDER BY next_attempt LIMIT ?", (now, limit)
+        )
+        return [ReceiptReturn(*r) for r in cursor]
+
+    def next_return_time(self) -> float | None:
+        return self.db.execute("SELECT MIN(next_attempt) FROM returns").fetchone()[0]
+
+    def return_done(self, item: ReceiptReturn) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM returns WHERE id=?", (item.row,))
+
+    def return_later(self, item: ReceiptReturn, next_attempt: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE returns SET attempts=attempts+1, next_attempt=? WHERE id=?", (next_attempt, item.row))
 
     def refuse(self, *, sender: str, message_id: str, receipts: Iterable[StoredReceipt], event: Event) -> None:
         """Record a refused submission: its receipts and a timeline event, nothing else."""
@@ -267,14 +339,21 @@ class Store:
         receipt_signature: str | None,
         events: Iterable[Event],
         now: float,
+        return_token: str | None = None,
     ) -> bool:
-        """Close an outgoing row with its receipt; False if it was already closed."""
+        """Close an outgoing row with its receipt; False if it was already closed.
+
+        For a relayed row, ``return_token`` (the receipt for the upstream node) is queued in
+        the same transaction, so a receipt is never settled here and lost for the sender.
+        """
         with self._transaction() as db:
             changed = db.execute(
                 "UPDATE outgoing SET state=?, receipt_status=?, receipt=?, receipt_signature=?, attempts=attempts+1"
-                " WHERE id=? AND state='queued'",
+                " WHERE id=? AND state IN ('queued', 'handed')",
                 (state.value, receipt_status, receipt, receipt_signature, item.row),
             ).rowcount
+            if changed and return_token is not None and item.upstream is not None:
+                db.execute("INSERT INTO returns (upstream, token, next_attempt) VALUES (?,?,?)", (item.upstream, return_token, now))
             if changed:
                 self._insert_receipt(
                     db,
@@ -369,6 +448,16 @@ class Store:
         return _Transaction(self.db)
 
     @staticmethod
+    def _insert_outgoing(db, row: dict) -> None:
+        db.execute(
+            "INSERT INTO outgoing (sender, message_id, recipient, message_type, message_class, message_date,"
+            " envelope, seal, blob, ciphertext_sha256, via, state, next_attempt, expires, upstream, hops)"
+            " VALUES (:sender,:message_id,:recipient,:message_type,:message_class,:message_date,:envelope,"
+            " :seal,:blob,:ciphertext_sha256,:via,'queued',:next_attempt,:expires,:upstream,:hops)",
+            {"upstream": None, "hops": "[]", **row},
+        )
+
+    @staticmethod
     def _insert_receipt(db, receipt: StoredReceipt) -> None:
         db.execute(
             "INSERT INTO receipts (sender, message_id, recipient, status, time, receipt, signature) VALUES (?,?,?,?,?,?,?)",
@@ -391,7 +480,7 @@ class Store:
             row=r[0], sender=r[1], message_id=r[2], recipient=r[3], message_type=r[4], message_class=r[5],
             message_date=r[6], envelope=r[7], seal=r[8], blob=Path(r[9]), ciphertext_sha256=r[10], via=r[11],
             state=OutgoingState(r[12]), attempts=r[13], next_attempt=r[14], expires=r[15], warned=bool(r[16]),
-            receipt_status=r[17], receipt=r[18], receipt_signature=r[19],
+            receipt_status=r[17], receipt=r[18], receipt_signature=r[19], upstream=r[20], hops=tuple(json.loads(r[21])),
         )  # fmt: skip
 
     @staticmethod

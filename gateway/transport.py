@@ -17,6 +17,7 @@ from .config import NodeConfig
 from .ids import GatewayError, StatusCode
 
 MAX_HEADER_BYTES = 2 * 1024 * 1024
+RECEIPTS_PATH = "/node/v1/receipts"  # a relay returns a final receipt to the node it took the message from
 TRANSFER_PATH = "/node/v1/transfers"
 
 
@@ -69,18 +70,19 @@ class TransferHeader:
     message_id: str
     envelope: bytes
     seal: str
+    hops: tuple[str, ...] = ()  # signed hop entries (HOP_TYPE JWS) of the nodes it passed, in order
 
     def encode(self) -> bytes:
-        body = json.dumps(
-            {
-                "sender": self.sender,
-                "recipient": self.recipient,
-                "messageId": self.message_id,
-                "envelope": base64.b64encode(self.envelope).decode("ascii"),
-                "seal": self.seal,
-            },
-            separators=(",", ":"),
-        ).encode()
+        fields = {
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "messageId": self.message_id,
+            "envelope": base64.b64encode(self.envelope).decode("ascii"),
+            "seal": self.seal,
+        }
+        if self.hops:
+            fields["hops"] = list(self.hops)
+        body = json.dumps(fields, separators=(",", ":")).encode()
         return struct.pack(">I", len(body)) + body
 
     @classmethod
@@ -93,6 +95,7 @@ class TransferHeader:
                 message_id=str(data["messageId"]),
                 envelope=base64.b64decode(data["envelope"], validate=True),
                 seal=str(data["seal"]),
+                hops=tuple(str(h) for h in data.get("hops", ())),
             )
         except (ValueError, KeyError, TypeError):
             raise TransferRefused("transfer header is malformed") from None

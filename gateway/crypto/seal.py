@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -35,6 +35,8 @@ from . import primitives
 SEAL_TYPE = "drehscheibe-seal+json;v=1"
 KEY_TYPE = "drehscheibe-key+json;v=1"
 RECEIPT_TYPE = "drehscheibe-receipt+json;v=1"
+HOP_TYPE = "drehscheibe-hop+json;v=1"  # one node's entry in a message's route (docs/wire-format.md)
+RELAY_TYPE = "drehscheibe-relay+json;v=1"  # a relay's hand-over acknowledgement or returned receipt
 SIGNING_ALGORITHMS = ["ES256"]
 KEY_ALGORITHMS = ["ECDH-ES+A256KW", "A256GCM"]
 # SECURITY: the only JOSE header parameters we accept. Anything that points at keys
@@ -166,6 +168,29 @@ def verify_signed(token: str, *, typ: str, signer: str, trust: TrustStore, now: 
     if not isinstance(claims, dict):
         raise SealError("signed claims are not an object")
     return claims
+
+
+def verify_node_signed(token: str, *, typ: str, trust: TrustStore, now: datetime) -> tuple[str, dict]:
+    """Verify a JWS signed by some federation *node* (not a participant); return ``(node, claims)``.
+
+    For what a node receives from further along a route (a final receipt relayed back): the
+    signer is not the peer it talks to. A node certificate is one that allows TLS client
+    and server authentication; participant certificates do not, so a participant's key can
+    never pass for a node's.
+    """
+    try:
+        header = json.loads(_unb64(token.split(".", 1)[0]))
+        cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, IndexError, KeyError, TypeError, x509.ExtensionNotFound):
+        raise SealError("signature carries no usable node certificate") from None
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages or ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+        raise SealError("signature is not by a node certificate")
+    node = common_name(cert)
+    claims = verify_signed(token, typ=typ, signer=node, trust=trust, now=now)
+    if claims.get("node") != node:
+        raise SealError("signed claims name another node than the signer")
+    return node, claims
 
 
 @dataclass(frozen=True)

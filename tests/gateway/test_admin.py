@@ -150,3 +150,19 @@ async def test_sighup_reloads_the_policies_of_a_running_node_process(governed, t
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("who", ["none", "system", "admin"])
+async def test_the_audit_api_takes_only_this_nodes_auditor(governed, clock, who):
+    token = {"none": None, "system": governed.tokens[LUZERN], "admin": governed.operator_tokens["node-luzern"]["admin"]}[who]
+    async with running(governed, clock, "node-luzern"):
+        status, _ = await call(governed, "node-luzern", "GET", "/audit/v1/status", token)
+        assert status == 401
+
+
+async def test_an_auditors_read_through_the_node_is_itself_recorded_with_the_auditors_name(governed, clock):
+    async with running(governed, clock, "node-luzern") as nodes:
+        status, body = await call(governed, "node-luzern", "GET", "/audit/v1/verify", governed.operator_tokens["node-luzern"]["auditor"])
+        assert status == 200 and body["valid"] is True
+        reads = [r for _, _, r in nodes["node-luzern"].audit.iter_records() if r.action is Action.AUDIT_READ]
+        assert [(r.actor.kind, r.actor.id) for r in reads] == [(ActorKind.AUDITOR, "auditor-node-luzern")]

@@ -10,7 +10,9 @@ def test_the_generated_message_validates_against_ech0020_3_0(catalog):
 
 
 def test_the_demo_falls_back_to_it_when_samples_are_absent(tmp_path):
-    """An absent samples folder yields no samples, and the generated one takes their place."""
-    from gateway.demo import demo_samples
+    """An absent samples folder: the scenario sends the generated message (REST, folder, and a denial)."""
+    from gateway.demo import scenario
 
-    assert demo_samples(tmp_path / "nowhere") == []
+    steps = scenario(tmp_path / "nowhere", tmp_path)
+    assert {s.sample.namespace for s in steps} == {"http://www.ech.ch/xmlns/eCH-0020/3"}
+    assert any(s.via_folder for s in steps) and any(s.refused for s in steps)

@@ -155,3 +155,18 @@ async def test_a_payload_header_that_contradicts_the_envelope_is_refused_with_20
         assert (status, body["statusCode"]) == (422, 200), body
         assert named in body["statusInfo"]
         assert nodes["node-luzern"].store.queued() == []
+
+
+async def test_a_message_between_two_participants_of_one_node_shows_each_step_once(tmp_path, clock):
+    """Local delivery (route via local): the timeline has one received, verified and delivered event each."""
+    from gateway.federation import NodeSpec, build_federation
+
+    from ..conftest import XSD
+
+    federation = build_federation(tmp_path / "one", [NodeSpec("node-kanton", [LUZERN, KANTON])], schemas=XSD)
+    async with running(federation, clock) as nodes:
+        message_id, status, body = await submit(federation, MOVE, clock.now())
+        assert status == 202, body
+        assert await nodes["node-kanton"].forward_due() == 1
+        kinds = [e.kind for e in nodes["node-kanton"].store.timeline(LUZERN, message_id)]
+        assert [k for k in kinds if k in ("received", "verified", "delivered", "receipt")] == ["received", "verified", "delivered", "receipt"]
