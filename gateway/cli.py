@@ -59,8 +59,10 @@ def _pki_participant(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import demo_up, run_demo
 
+    if args.action == "up":
+        return asyncio.run(demo_up(Path(args.dir), schemas=Path(args.schemas)))
     return asyncio.run(run_demo(Path(args.dir), samples=Path(args.samples), schemas=Path(args.schemas)))
 
 
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     ppart.add_argument("--id", required=True)
     ppart.set_defaults(func=_pki_participant)
 
-    demo = commands.add_parser("demo", help="run the demo federation on localhost")
+    demo = commands.add_parser("demo", help="run the demo scenario on localhost (or: demo up, keep the federation running)")
+    demo.add_argument("action", nargs="?", choices=["run", "up"], default="run",
+                      help="run: the scenario, then stop (default); up: start the federation and keep it running")
     demo.add_argument("--dir", default=".demo")
     demo.add_argument("--samples", default=str(DEFAULT_SCHEMAS.parent / "samples"))
     demo.add_argument("--schemas", default=str(DEFAULT_SCHEMAS))

@@ -1,13 +1,22 @@
-"""``make demo``: two nodes on localhost exchange real eCH messages over mutual TLS.
+"""``make demo``: the canton of Lucerne's demo federation on localhost, real eCH messages, mutual TLS.
 
-Stadt Luzern (1-1061-1) runs its own node; the cantonal register office (2-LU-1) runs
-the canton's node. Real samples travel from Luzern to the canton through the REST API,
-one answer travels back, and every message's timeline and receipt is printed.
+Four node processes: the cantonal hub (``node-hub``, which also hosts Emmen ``1-1024-1`` and the
+BFS ``3-CH-1`` as logical participants), Stadt Luzern (``node-luzern``), Kriens
+(``node-kriens``) and the cantonal register office ``2-LU-1`` (``node-register``). The
+Gemeinden reach everyone through the hub, which relays without being able to read. The
+scenario: a move from Luzern to Kriens (the move-in notice to Kriens without the religion; the
+events to the cantonal register), a civil-status event, a denial, statistics, a message through
+Emmen's sedex folder interface; each message's timeline printed as it happens; then, as an
+auditor, every node's log verified and one message traced across all its hops.
+
+``drehscheibe demo up`` starts the same federation and keeps it running for scripts and
+black-box tests (``DIR/federation.json`` says how to reach it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,8 +36,13 @@ from .samples import Sample, discover, envelope_for, payload_for
 
 LUZERN = "1-1061-1"
 KRIENS = "1-1059-1"
+EMMEN = "1-1024-1"
 KANTON = "2-LU-1"
 BFS = "3-CH-1"
+HUB = "node-hub"
+NODES = (("node-luzern", [LUZERN]), ("node-kriens", [KRIENS]), ("node-register", [KANTON]), (HUB, [EMMEN, BFS]))
+PARTICIPANTS = {LUZERN: "Stadt Luzern", KRIENS: "Gemeinde Kriens", EMMEN: "Gemeinde Emmen",
+                KANTON: "Kantonale Registerstelle", BFS: "Bundesamt für Statistik"}
 POLICIES = Path(__file__).resolve().parents[1] / "policies" / "demo"
 E20_V2 = "http://www.ech.ch/xmlns/eCH-0020/2"
 
@@ -85,33 +99,44 @@ async def wait_ready(federation: Federation, node_id: str, timeout: float = 30.0
 
 
 def scenario(samples_dir: Path, directory: Path) -> list[Step]:
-    """The demo's messages: events to the canton, a redaction, a denial, statistics, the folder interface."""
+    """The demo's messages, in order (see the module docstring)."""
     found = {s.name.split("/")[1] if "/" in s.name else s.name: s for s in discover(samples_dir)} if samples_dir.is_dir() else {}
 
     def sample(prefix: str) -> Sample | None:
         return next((s for name, s in found.items() if name.startswith(prefix)), None)
 
-    steps: list[Step] = []
-    events = [sample(p) for p in ("div-movetest", "div-contacttest", "deathtest-7561829871378", "birthtest-7561829871378")]
-    move_in, sempach = sample("movein-personsecondaryresidence"), sample("1196247040467") or sample("ech0099")
-    if not all(events) or move_in is None or sempach is None:
+    move, move_in, death = sample("div-movetest"), sample("movein-personsecondaryresidence"), sample("deathtest-7561829871378")
+    contact, sempach = sample("div-contacttest"), sample("1196247040467") or sample("ech0099")
+    if None in (move, move_in, death, contact, sempach):
         from .generated import generated_ech0020_v3
 
         generated = generated_ech0020_v3(directory)
         print("no samples folder: the scenario uses a generated eCH-0020 3.0 message (no redaction step)")
         return [
-            Step("eCH-0020 3.0 event to the cantonal register", LUZERN, KANTON, generated, 20001),
-            Step("the same, through Luzern's sedex folder interface", LUZERN, KANTON, generated, 20001, via_folder=True),
+            Step("eCH-0020 3.0 event from Luzern to the cantonal register, through the hub", LUZERN, KANTON, generated, 20001),
+            Step("the same from Emmen, through its sedex folder interface", EMMEN, KANTON, generated, 20001, via_folder=True),
             Step("denied: a Gemeinde delivers directly to the BFS", LUZERN, BFS, generated, 20001, expect_codes=(310, 311)),
         ]
-    for event in events:
-        steps.append(Step(f"eCH-0020 event to the cantonal register ({event.data.stem})", LUZERN, KANTON, event, 20001))
-    steps.append(Step("move-in to Kriens: the religion is removed (no legal basis)", LUZERN, KRIENS, move_in, 20201,
-                      removed=f"{{{E20_V2}}}religion"))  # fmt: skip
-    steps.append(Step("denied: Stadt Luzern sends statistics directly to the BFS", LUZERN, BFS, sempach, 94, expect_codes=(310, 311)))
-    steps.append(Step("the cantonal register delivers the statistics to the BFS", KANTON, BFS, sempach, 94))
-    steps.append(Step("an event through Luzern's sedex folder interface", LUZERN, KANTON, events[0], 20001, via_folder=True))
-    return steps
+    return [
+        Step("the move: Luzern reports the departure to the cantonal register", LUZERN, KANTON, move, 20201),
+        Step("the move: Luzern notifies Kriens of the move-in; the religion is removed (no legal basis)", LUZERN, KRIENS, move_in, 20201,
+             removed=f"{{{E20_V2}}}religion"),
+        Step("the move: Kriens reports the move-in to the cantonal register", KRIENS, KANTON, move_in, 20201),
+        Step("a civil-status event (death) from Luzern to the cantonal register", LUZERN, KANTON, death, 20001),
+        Step("denied: Stadt Luzern sends statistics directly to the BFS", LUZERN, BFS, sempach, 94, expect_codes=(310, 311)),
+        Step("the cantonal register delivers the statistics to the BFS", KANTON, BFS, sempach, 94),
+        Step("Emmen's register drops a contact event into its sedex outbox folder", EMMEN, KANTON, contact, 20001, via_folder=True),
+    ]  # fmt: skip
+
+
+def demo_federation(directory: Path, schemas: Path) -> Federation:
+    """The hub federation: Gemeinden route everything through the hub; the hub routes directly."""
+    everyone = [p for _, ps in NODES for p in ps]
+    via = {node: {p: HUB for p in everyone if p not in own} for node, own in NODES if node != HUB}
+    return build_federation(
+        directory, [NodeSpec(node, list(own)) for node, own in NODES], schemas=schemas, policies=POLICIES,
+        folders={EMMEN}, via=via, delivery_toml="poll_seconds = 0.05",
+    )  # fmt: skip
 
 
 async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
@@ -120,17 +145,9 @@ async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     steps = scenario(samples, directory)
-    federation = build_federation(
-        directory, [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-kanton", [KANTON, KRIENS, BFS])],
-        schemas=schemas, policies=POLICIES, folders={LUZERN}, delivery_toml="poll_seconds = 0.05",
-    )  # fmt: skip
-    print(f"demo federation in {directory}: CA, 2 nodes, 4 participants, the demo policies (see federation.json)")
-    processes = [start_node(federation, n.id, directory / "logs") for n in federation.nodes]
+    federation = demo_federation(directory, schemas)
+    processes = await start_federation(federation, directory)
     try:
-        for node, process in zip(federation.nodes, processes):
-            await wait_ready(federation, node.id, process=process)
-        print("nodes up: node-luzern (Stadt Luzern 1-1061-1, with a sedex folder interface),")
-        print("          node-kanton (Kantonales Register 2-LU-1, Kriens 1-1059-1, BFS 3-CH-1)\n")
         results = [await _run_step(federation, step) for step in steps]
         print()
         traced = next((m for _, step, m in results if step.removed), results[0][2])
@@ -144,13 +161,61 @@ async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
               f"{sum(1 for s in steps if s.refused)} refused by policy), audit logs verified: {'yes' if audited else 'NO'}")  # fmt: skip
         return 0 if good == len(steps) and audited else 1
     finally:
-        for process in processes:
+        stop_federation(processes)
+
+
+async def start_federation(federation: Federation, directory: Path) -> list[subprocess.Popen]:
+    print(f"demo federation in {directory}: CA, {len(federation.nodes)} node processes, demo policies (see federation.json)")
+    processes = [start_node(federation, n.id, directory / "logs") for n in federation.nodes]
+    try:
+        for node, process in zip(federation.nodes, processes):
+            await wait_ready(federation, node.id, process=process)
+    except BaseException:
+        stop_federation(processes)
+        raise
+    for node in federation.nodes:
+        hosted = ", ".join(f"{PARTICIPANTS.get(p, p)} {p}" for p in node.participants)
+        print(f"  {node.id:<14} {federation.api_url(node.id)}  hosts {hosted}")
+    print()
+    return processes
+
+
+def stop_federation(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
             process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def demo_up(directory: Path, *, schemas: Path) -> int:
+    """Start the demo federation and keep it running until SIGINT/SIGTERM (for scripts and black-box tests)."""
+    import signal
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    federation = demo_federation(directory, schemas)
+    processes = await start_federation(federation, directory)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"federation up; {directory / 'federation.json'} lists nodes, participants, folders, API URLs and credentials", flush=True)
+    try:
+        while not stop.is_set():
+            for node, process in zip(federation.nodes, processes):
+                if process.poll() is not None:
+                    print(f"node {node.id} exited with code {process.returncode} (see {directory / 'logs'})", flush=True)
+                    return 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        return 0
+    finally:
+        stop_federation(processes)
 
 
 async def _run_step(federation: Federation, step: Step) -> tuple[bool | str, Step, str]:
@@ -170,11 +235,8 @@ async def _run_step(federation: Federation, step: Step) -> tuple[bool | str, Ste
         else:
             status, body = await sender_api.submit(envelope, payload, step.sample.data.name)
             print(f"  submitted over the REST API: HTTP {status}" + (f", receipt {body.get('statusCode')}: {body.get('statusInfo')}" if status != 202 else ""))
-        state = await _wait_settled(sender_api, step.sender, message_id)
+        state = await _follow(sender_api, step.sender, message_id)
         receipt = state["receipts"][-1] if state["receipts"] else {}
-        for event in state["events"]:
-            extra = f" [{event['status']}]" if "status" in event else ""
-            print(f"  {event['time']}  {event['node']:<12} {event['kind']}{extra}  {event.get('detail', '')}")
         code = receipt.get("statusCode")
         print(f"  receipt {code}: {receipt.get('statusInfo')}")
         if code not in step.expect_codes:
@@ -217,21 +279,27 @@ async def _appears(condition, timeout: float = 20.0) -> bool:
     return False
 
 
-async def _wait_settled(api: LocalApiClient, sender: str, message_id: str, timeout: float = 60.0) -> dict:
-    """The message's status once every recipient is settled (or refused at the origin)."""
+async def _follow(api: LocalApiClient, sender: str, message_id: str, timeout: float = 60.0) -> dict:
+    """Print the message's timeline as it happens (the sender's view); return its status once settled."""
     deadline = time.monotonic() + timeout
+    shown = 0
     while True:
         try:
             status = await api.status(sender, message_id)
         except ApiError as error:
             if error.http_status != 404 or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.1)  # the folder interface has not picked it up yet
+            await asyncio.sleep(0.05)  # the folder interface has not picked it up yet
             continue
-        settled = status["recipients"] and all(r["state"] in ("delivered", "failed", "expired", "refused") for r in status["recipients"])
-        if settled or (not status["recipients"] and status["receipts"]) or time.monotonic() > deadline:
+        for event in status["events"][shown:]:
+            extra = f" [{event['status']}]" if "status" in event else ""
+            print(f"  {event['time'][11:23]}  {event['node']:<14} {event['kind']}{extra}  {event.get('detail', '')}", flush=True)
+        shown = len(status["events"])
+        recipients = status["recipients"]
+        settled = recipients and all(r["state"] in ("delivered", "failed", "expired") for r in recipients)
+        if settled or (not recipients and status["receipts"]) or time.monotonic() > deadline:
             return status
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
 
 
 async def _audit(federation: Federation, message_id: str, sender: str) -> bool:
@@ -258,7 +326,7 @@ async def _audit(federation: Federation, message_id: str, sender: str) -> bool:
             try:
                 exports.append(verify_export(text, load_public_key(certificate.read_bytes()), origin=node.id))
             except AuditVerificationError as error:
-                print(f"  {node.id:<12} export of {message_id} NOT verifiable: {error}")
+                print(f"  {node.id:<14} export of {message_id} NOT verifiable: {error}")
                 all_valid = False
             # The export signed a fresh checkpoint over the whole log: the verification covers every record.
             async with session.get(base + "/verify", headers=headers) as response:
@@ -268,7 +336,7 @@ async def _audit(federation: Federation, message_id: str, sender: str) -> bool:
             detail = (f"{result['size']} records, {result['checkpoints']} signed checkpoints, the newest over "
                       f"{result['signed_size']}, unsigned tail {result['unsigned_tail']}" if valid
                       else f"INVALID at index {result.get('first_bad_index')}: {result.get('reason')}")  # fmt: skip
-            print(f"  {node.id:<12} {'valid' if valid else 'NOT VALID'}: {detail}")
+            print(f"  {node.id:<14} {'valid' if valid else 'NOT VALID'}: {detail}")
     try:
         trace = trace_message(message_id, exports)
     except BrokenTrace as error:

@@ -42,6 +42,7 @@ class Federation:
     nodes: list[NodeSpec]
     tokens: dict[str, str] = field(default_factory=dict)  # participant -> bearer token
     operator_tokens: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> role -> bearer token
+    folders: dict[str, str] = field(default_factory=dict)  # participant -> base of its sedex folder interface
 
     def config_path(self, node_id: str) -> Path:
         return self.directory / "nodes" / node_id / "node.toml"
@@ -77,6 +78,10 @@ class Federation:
             ],
             "tokens": self.tokens,
             "operatorTokens": self.operator_tokens,
+            "folders": {
+                participant: {name: str(Path(base) / name) for name in ("outbox", "inbox", "receipts", "processed", "failed")}
+                for participant, base in self.folders.items()
+            },
         }
 
 
@@ -154,7 +159,8 @@ def build_federation(
                 f'signing_certificate = "{signing.certificate}"',
                 f'encryption_key = "{encryption.private_key}"',
                 f'encryption_certificate = "{encryption.certificate}"',
-                *([f'folder = "{directory / "folders" / participant}"'] if folders is True or participant in (folders or ()) else []),
+                *([f'folder = "{federation.folders.setdefault(participant, str(directory / "folders" / participant))}"']
+                  if folders is True or participant in (folders or ()) else []),
                 *adapter_line(participant),
                 "",
                 "[[local_systems]]",
