@@ -77,7 +77,16 @@ FAULT_ENV = "DREHSCHEIBE_FAULT"  # test-only fault injection points, see docs/op
 
 
 class Refused(GatewayError):
-    """A submission or transfer refused by a stage; carries the status it names."""
+    """A submission or transfer refused by a stage; carries the status it names.
+
+    ``per_recipient`` gives a multi-recipient message one receipt per recipient: the denied
+    ones their own code and reason, the others 313 (another recipient is not allowed).
+    """
+
+    def __init__(self, info: str, *, status: StatusCode | None = None,
+                 per_recipient: dict[str, tuple[StatusCode, str]] | None = None) -> None:  # fmt: skip
+        super().__init__(info, status=status)
+        self.per_recipient = per_recipient or {}
 
 
 @dataclass(frozen=True)
@@ -387,10 +396,18 @@ class Node:
             PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class, size, facts)
             for recipient, _, _ in plan
         ]
-        decisions = self.policies.engine.decide_all(requests, self.clock.now(), "origin")
-        for decision in decisions:
-            if not decision.allowed:
-                raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_SEND)
+        now = self.clock.now()
+        decisions = [self.policies.engine.decide(request, now, "origin") for request in requests]
+        denied = [(str(recipient), d) for (recipient, _, _), d in zip(plan, decisions) if not d.allowed]
+        if denied:
+            names = ", ".join(r for r, _ in denied)
+            per_recipient = {
+                str(recipient): (d.status or StatusCode.NOT_ALLOWED_TO_SEND, d.reason) if not d.allowed
+                else (StatusCode.RECIPIENT_NOT_ALLOWED, f"another recipient of this message is not allowed: {names}")
+                for (recipient, _, _), d in zip(plan, decisions)
+            }  # fmt: skip
+            first = denied[0][1]
+            raise Refused(first.reason, status=first.status or StatusCode.NOT_ALLOWED_TO_SEND, per_recipient=per_recipient)
         return {str(recipient): decision for (recipient, _, _), decision in zip(plan, decisions)}
 
     async def inspect_decide_and_seal(self, envelope, envelope_xml, payload: bytes, payload_name, plan):
@@ -542,13 +559,12 @@ class Node:
         except AuditUnavailable:
             log.error("refusal of a message could not be audited (audit log unavailable)")
         now = self.clock.now()
-        receipts = [
-            StoredReceipt(
-                str(envelope.sender), envelope.message_id, str(r), int(error.status),
-                Receipt.for_envelope(envelope, r, error.status, error.info, now).to_xml(), None, now.timestamp(),
-            )
-            for r in envelope.recipients
-        ]  # fmt: skip
+        per_recipient = getattr(error, "per_recipient", {})
+        receipts = []
+        for r in envelope.recipients:
+            status, info = per_recipient.get(str(r), (error.status, error.info))
+            receipts.append(StoredReceipt(str(envelope.sender), envelope.message_id, str(r), int(status),
+                                          Receipt.for_envelope(envelope, r, status, info, now).to_xml(), None, now.timestamp()))  # fmt: skip
         self.store.refuse(
             sender=str(envelope.sender),
             message_id=envelope.message_id,

@@ -123,3 +123,46 @@ async def test_the_destination_refuses_what_its_own_policy_forbids(governed, clo
         receipt = await kanton.receive(header, body(), peer="node-luzern")
         assert receipt.status in (310, 311)
         assert kanton.store.inbox(KANTON) == []
+
+
+def multi_envelope(sample, recipients, clock, message_type):
+    """The sample's envelope addressed to several recipients (eCH-0090 allows recipientId+)."""
+    from dataclasses import replace as _replace
+
+    from gateway.envelope import parse_envelope
+
+    message_id, envelope, _ = sample_envelope(sample, LUZERN, recipients[0], clock.now(), message_type=message_type)
+    parsed = parse_envelope(envelope, None)
+    return message_id, _replace(parsed, recipients=tuple(ParticipantId(r) for r in recipients)).to_xml()
+
+
+async def test_one_denied_recipient_refuses_the_message_with_a_receipt_per_recipient(governed, clock):
+    """Canton allowed, BFS forbidden: BFS gets 310 with the forbid's reason, the canton 313; nothing is queued."""
+    async with running(governed, clock) as nodes:
+        message_id, envelope = multi_envelope(MOVE_IN, [KANTON, BFS], clock, 20001)
+        async with client(governed, LUZERN) as api:
+            status, body = await api.submit(envelope, payload_for(_SAMPLE, ParticipantId(LUZERN), ParticipantId(KANTON), 20001), "data.xml")
+            assert status == 403, body
+            receipts = {r["recipientId"]: r for r in await api.receipts(LUZERN) if r["messageId"] == message_id}
+        assert receipts[BFS]["statusCode"] == 310 and "lu-keine-direktlieferung-an-bfs" in receipts[BFS]["statusInfo"]
+        assert receipts[KANTON]["statusCode"] == 313 and BFS in receipts[KANTON]["statusInfo"]
+        assert nodes["node-luzern"].store.queued() == []
+
+
+async def test_two_allowed_recipients_get_their_own_variant_and_their_own_receipt(governed, clock):
+    """One envelope to the canton and Kriens: the canton gets the religion, Kriens does not; two receipts 100."""
+    async with running(governed, clock) as nodes:
+        message_id, envelope = multi_envelope(MOVE_IN, [KANTON, KRIENS], clock, 20201)
+        sent = production_payload()
+        async with client(governed, LUZERN) as api:
+            status, body = await api.submit(envelope, sent, "data.xml")
+        assert status == 202, body
+        assert await nodes["node-luzern"].forward_due() == 2
+        rows = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert {r.recipient: r.receipt_status for r in rows} == {KANTON: 100, KRIENS: 100}
+        assert rows[0].ciphertext_sha256 != rows[1].ciphertext_sha256, "two variants, two ciphertexts"
+        async with client(governed, KANTON) as api:
+            assert await api.payload(KANTON, LUZERN, message_id) == sent
+        async with client(governed, KRIENS) as api:
+            delivered = await api.payload(KRIENS, LUZERN, message_id)
+        assert etree.fromstring(delivered).findall(f".//{{{E20}}}religion") == []
