@@ -132,6 +132,9 @@ class Delivery:
     poll_seconds: float = 0.2
     parallel_transfers: int = 8
     max_hops: int = 8  # a transfer that already passed this many nodes is refused (301)
+    breaker_failures: int = 5  # consecutive failures that open a peer's circuit breaker
+    breaker_seconds: float = 30.0  # first open period; doubles while the peer keeps failing (up to retry_max_seconds)
+    shutdown_seconds: float = 10.0  # on SIGTERM, time given to transfers in flight before they are cut (and resent later)
 
 
 @dataclass(frozen=True)
@@ -335,6 +338,9 @@ def load_config(path: Path | str) -> NodeConfig:
         poll_seconds=delivery_table.positive("poll_seconds", float, Delivery.poll_seconds),
         parallel_transfers=delivery_table.positive("parallel_transfers", int, Delivery.parallel_transfers),
         max_hops=delivery_table.positive("max_hops", int, Delivery.max_hops),
+        breaker_failures=delivery_table.positive("breaker_failures", int, Delivery.breaker_failures),
+        breaker_seconds=delivery_table.positive("breaker_seconds", float, Delivery.breaker_seconds),
+        shutdown_seconds=delivery_table.positive("shutdown_seconds", float, Delivery.shutdown_seconds),
     )
     limits_table = root.sub("limits", required=False)
     xml_defaults = XmlLimits()

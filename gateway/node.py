@@ -166,6 +166,10 @@ class Node:
         self.person_secret = config.audit_secret.read_bytes() if config.audit_secret else None
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._stopping = False
+        delivery = config.delivery
+        self.breakers = {peer.id: CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds, max(delivery.breaker_seconds, delivery.retry_max_seconds))
+                         for peer in config.peers}  # fmt: skip
 
     def _load_adapters(self, config: NodeConfig) -> tuple[dict[ParticipantId, AdapterRegistry], dict[ParticipantId, AdapterRegistry]]:
         """Per participant: the formats it sends (hosted) and accepts (hosted or known)."""
@@ -886,9 +890,14 @@ class Node:
 
     # ------------------------------------------------------------------ forwarder
 
+    def stop_forwarding(self) -> None:
+        """Finish the current round, then stop (graceful shutdown)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run_forwarder(self) -> None:
-        """Forward queued messages until cancelled."""
-        while True:
+        """Forward queued messages until cancelled or :meth:`stop_forwarding`."""
+        while not self._stopping:
             try:
                 await self.forward_due()
             except asyncio.CancelledError:
@@ -899,6 +908,8 @@ class Node:
             wait = self.config.delivery.poll_seconds * 10
             if next_due is not None:
                 wait = max(0.0, min(wait, next_due - self.clock.timestamp()))
+            if self._stopping:
+                break
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, self.config.delivery.poll_seconds / 10))
@@ -907,7 +918,9 @@ class Node:
         """One round: expire what is too old, send what is due. Returns messages settled."""
         self.expire_due()
         returned = await self.return_receipts()
-        due = self.store.due(self.clock.timestamp(), limit=200)
+        now = self.clock.timestamp()
+        probes: set[str] = set()
+        due = [item for item in self.store.due(now, limit=200) if self._breaker_allows(item.via, now, probes)]
         if not due:
             return returned
         semaphore = asyncio.Semaphore(self.config.delivery.parallel_transfers)
@@ -939,6 +952,26 @@ class Node:
                           events=events, now=now.timestamp(), return_token=self._return_token(item, signature, events))  # fmt: skip
         self._release_blob(item)
 
+    def _breaker_allows(self, via: str, now: float, probes: set[str]) -> bool:
+        """Closed: send. Open: hold. Half-open: one probe per round, the rest held until it answers."""
+        breaker = self.breakers.get(via)
+        if breaker is None or breaker.state == "closed":
+            return True
+        if breaker.allows(now) and via not in probes:
+            probes.add(via)
+            return True
+        # Held, so the forwarder sleeps instead of spinning; a successful probe releases them.
+        self.store.postpone(via, max(breaker.open_until, now + breaker.base))
+        return False
+
+    def _peer_failed(self, via: str) -> None:
+        breaker = self.breakers.get(via)
+        now = self.clock.timestamp()
+        if breaker is not None and breaker.failed(now):
+            held = self.store.postpone(via, breaker.open_until)
+            log.warning("circuit breaker for peer %s open for %.0fs after %d failures; %d message(s) held",
+                        via, breaker.period, breaker.failures, held)  # fmt: skip
+
     async def forward(self, item: Outgoing) -> bool:
         """Send one queued message to its next hop; settle it on a receipt, else back off."""
         header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal, item.hops)
@@ -957,7 +990,16 @@ class Node:
                 item, self.clock.timestamp() + delay,
                 self.event("retry", status=int(StatusCode.NETWORK_ERROR), detail=f"{item.via}: {_describe(error)}; next attempt in {delay:.1f}s"),
             )  # fmt: skip
+            self._peer_failed(item.via)
             return False
+        breaker = self.breakers.get(item.via)
+        if breaker is not None and breaker.failures:
+            reopened = breaker.state == "open"
+            breaker.succeeded()
+            if reopened:
+                log.info("circuit breaker for peer %s closed; %d held message(s) released", item.via,
+                         self.store.release(item.via, self.clock.timestamp()))  # fmt: skip
+                self._wake.set()
         return self._settle_with_receipt(item, receipt, signer)
 
     async def _post_transfer(self, item: Outgoing, header: TransferHeader) -> tuple[StoredReceipt, str]:
@@ -1096,6 +1138,42 @@ class Node:
 
 class TemporaryFailure(Exception):
     """A transfer that should be retried later."""
+
+
+@dataclass
+class CircuitBreaker:
+    """One peer's breaker: after ``threshold`` consecutive failures, nothing is sent to it for a while.
+
+    Closed: send. Open (``open_until`` in the future): hold the peer's queue, no attempts.
+    Then half-open: the next transfer is a probe; success closes, failure opens again for
+    twice as long (capped). Queued messages keep their place; nothing is lost or refused.
+    """
+
+    threshold: int
+    base: float
+    cap: float
+    failures: int = 0
+    open_until: float = 0.0
+    period: float = 0.0
+
+    def allows(self, now: float) -> bool:
+        return now >= self.open_until
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.failures < self.threshold else "open"
+
+    def succeeded(self) -> None:
+        self.failures, self.open_until, self.period = 0, 0.0, 0.0
+
+    def failed(self, now: float) -> bool:
+        """Count a failure; True when it (re)opens the breaker."""
+        self.failures += 1
+        if self.failures < self.threshold:
+            return False
+        self.period = min(self.cap, self.period * 2 if self.period else self.base)
+        self.open_until = now + self.period
+        return True
 
 
 @dataclass(frozen=True)

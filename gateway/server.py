@@ -24,7 +24,7 @@ async def start_listeners(node: Node) -> list[web.AppRunner]:
     config = node.config
     runners = []
     for app, address, mtls in ((node_api(node), config.listen, True), (local_api(node), config.api, False)):
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.delivery.shutdown_seconds)
         await runner.setup()
         site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls))
         await site.start()
@@ -52,9 +52,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         if ready is not None:
             ready.set()
         await stop.wait()
-        for task in (forwarder, housekeeping, *folders):
-            task.cancel()
-        await asyncio.gather(forwarder, housekeeping, *folders, return_exceptions=True)
+        await shut_down(node, runners, forwarder, [housekeeping, *folders])
+        runners = []
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -83,3 +82,26 @@ async def _housekeeping(node: Node, period: float = 3600.0) -> None:
         except GatewayError as error:
             log.error("audit housekeeping failed: %s", error.info)
         await asyncio.sleep(period)
+
+
+async def shut_down(node: Node, runners: list[web.AppRunner], forwarder: asyncio.Task, others: list[asyncio.Task]) -> None:
+    """SIGTERM: take no new work, let transfers in flight finish (bounded), then stop.
+
+    Listeners close first (new submissions and transfers are refused at the socket; senders
+    retry). Folder pickup stops at once: a pair half taken is finished at the next start.
+    The forwarder ends its current round; one still running after ``shutdown_seconds`` is
+    cancelled: its rows stay queued and are sent again after the restart, where the
+    receiving node recognises a re-send (no second delivery).
+    """
+    log.info("shutting down: listeners closed, finishing transfers in flight")
+    for task in others:
+        task.cancel()
+    node.stop_forwarding()
+    await asyncio.gather(*(runner.cleanup() for runner in runners), return_exceptions=True)
+    try:
+        await asyncio.wait_for(asyncio.shield(forwarder), timeout=node.config.delivery.shutdown_seconds)
+    except asyncio.TimeoutError:
+        log.warning("transfers still in flight after %.0fs are cut; they are sent again after the restart",
+                    node.config.delivery.shutdown_seconds)  # fmt: skip
+        forwarder.cancel()
+    await asyncio.gather(forwarder, *others, return_exceptions=True)

@@ -370,6 +370,20 @@ class Store:
             )
             self._insert_events(db, item.sender, item.message_id, [(item.recipient, event)])
 
+    def postpone(self, via: str, until: float) -> int:
+        """Hold every queued message for next hop ``via`` until ``until`` (an open circuit breaker)."""
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE outgoing SET next_attempt=? WHERE via=? AND state='queued' AND next_attempt<?", (until, via, until)
+            ).rowcount
+
+    def release(self, via: str, now: float) -> int:
+        """Make every message held for ``via`` due now (its circuit breaker closed again)."""
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE outgoing SET next_attempt=? WHERE via=? AND state='queued' AND next_attempt>?", (now, via, now)
+            ).rowcount
+
     def mark_warned(self, item: Outgoing, event: Event) -> None:
         with self._transaction() as db:
             db.execute("UPDATE outgoing SET warned=1 WHERE id=?", (item.row,))
