@@ -15,6 +15,7 @@ from aiohttp import web
 from .audit import Actor, ActorKind
 from .audit.api import auditor_app
 from .config import LocalSystem, Operator, OperatorRole
+from .directory import directory_routes
 from .envelope import format_datetime
 from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
 from .node import Node, RelayAck
@@ -368,4 +369,7 @@ def node_api(node: Node) -> web.Application:
     app[NODE] = node
     app.router.add_post(TRANSFER_PATH, receive_transfer)
     app.router.add_post(RECEIPTS_PATH, receive_returned_receipt)
+    if node.config.directory is not None and node.config.directory.publish is not None:
+        # The hub serves the signed directory to the federation's nodes (mTLS, like every node route).
+        app.add_routes(directory_routes(node.config.directory.publish))
     return app

@@ -123,6 +123,19 @@ class Route:
 
 
 @dataclass(frozen=True)
+class DirectorySettings:
+    """Where a node gets the federation directory (docs/directory.md), and where a hub serves it."""
+
+    url: str | None  # the issuing hub's directory URL (https, mTLS); None: this node does not fetch
+    issuer: str  # node ID of the hub that signs it
+    cache: Path  # the last good signed copy
+    grace_hours: float = 24.0  # use the cached copy this long past its expiry while the hub is unreachable
+    refresh_seconds: float = 900.0
+    retry_seconds: float = 60.0  # after a failed fetch
+    publish: Path | None = None  # on the hub: the signed directory file it serves at /node/v1/directory
+
+
+@dataclass(frozen=True)
 class Delivery:
     """Retry and expiry policy for forwarding."""
 
@@ -170,6 +183,7 @@ class NodeConfig:
     # eCH-0020 2.x → 3.0: an empty localPersonId (allowed in 2.x, not in 3.0) becomes
     # (this category, the AHV number); None refuses such a conversion with 303.
     local_person_id_category: str | None = None
+    directory: DirectorySettings | None = None
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -369,6 +383,7 @@ def load_config(path: Path | str) -> NodeConfig:
         audit_retention_days=_retention(node),
         operators=tuple(operators),
         local_person_id_category=root.sub("adapters", required=False).get("local_person_id_category", str, None),
+        directory=_directory(root),
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),
@@ -398,3 +413,24 @@ def _retention(node: _Reader) -> int:
     if days < 366:
         raise node.fail("audit_retention_days", days, "access logs are kept for at least one year (366 days)")
     return days
+
+
+def _directory(root: _Reader) -> DirectorySettings | None:
+    if "directory" not in root.data:
+        return None
+    table = root.sub("directory")
+    url = table.get("url", str, None)
+    if url is not None and urlparse(url).scheme != "https":
+        raise table.fail("url", url, "the directory is fetched over https only")
+    publish = table.path("publish", must_exist=False) if "publish" in table.data else None
+    if url is None and publish is None:
+        raise table.fail("url", None, "set url (to fetch the directory) or publish (to serve it), or both")
+    return DirectorySettings(
+        url=url,
+        issuer=table.get("issuer", str),
+        cache=table.path("cache", must_exist=False, default="directory/directory.jws"),
+        grace_hours=table.positive("grace_hours", float, 24.0),
+        refresh_seconds=table.positive("refresh_seconds", float, 900.0),
+        retry_seconds=table.positive("retry_seconds", float, 60.0),
+        publish=publish,
+    )

@@ -40,7 +40,7 @@ EMMEN = "1-1024-1"
 KANTON = "2-LU-1"
 BFS = "3-CH-1"
 HUB = "node-hub"
-NODES = (("node-luzern", [LUZERN]), ("node-kriens", [KRIENS]), ("node-register", [KANTON]), (HUB, [EMMEN, BFS]))
+NODES = ((HUB, [EMMEN, BFS]), ("node-luzern", [LUZERN]), ("node-kriens", [KRIENS]), ("node-register", [KANTON]))
 PARTICIPANTS = {LUZERN: "Stadt Luzern", KRIENS: "Gemeinde Kriens", EMMEN: "Gemeinde Emmen",
                 KANTON: "Kantonale Registerstelle", BFS: "Bundesamt für Statistik"}
 POLICIES = Path(__file__).resolve().parents[1] / "policies" / "demo"
@@ -133,9 +133,10 @@ def demo_federation(directory: Path, schemas: Path) -> Federation:
     """The hub federation: Gemeinden route everything through the hub; the hub routes directly."""
     everyone = [p for _, ps in NODES for p in ps]
     via = {node: {p: HUB for p in everyone if p not in own} for node, own in NODES if node != HUB}
+    # The hub publishes the signed directory: no node's file lists another node's participants.
     return build_federation(
         directory, [NodeSpec(node, list(own)) for node, own in NODES], schemas=schemas, policies=POLICIES,
-        folders={EMMEN}, via=via, delivery_toml="poll_seconds = 0.05",
+        folders={EMMEN}, via=via, delivery_toml="poll_seconds = 0.05", directory_hub=HUB, known_participants=False,
     )  # fmt: skip
 
 
@@ -166,10 +167,13 @@ async def run_demo(directory: Path, *, samples: Path, schemas: Path) -> int:
 
 async def start_federation(federation: Federation, directory: Path) -> list[subprocess.Popen]:
     print(f"demo federation in {directory}: CA, {len(federation.nodes)} node processes, demo policies (see federation.json)")
-    processes = [start_node(federation, n.id, directory / "logs") for n in federation.nodes]
+    processes = []
     try:
-        for node, process in zip(federation.nodes, processes):
-            await wait_ready(federation, node.id, process=process)
+        # The hub first: the others fetch the federation directory from it when they start.
+        for node in federation.nodes:
+            processes.append(start_node(federation, node.id, directory / "logs"))
+            await wait_ready(federation, node.id, process=processes[-1])
+        await _directories_current(federation)
     except BaseException:
         stop_federation(processes)
         raise
@@ -178,6 +182,17 @@ async def start_federation(federation: Federation, directory: Path) -> list[subp
         print(f"  {node.id:<14} {federation.api_url(node.id)}  hosts {hosted}")
     print()
     return processes
+
+
+async def _directories_current(federation: Federation, timeout: float = 30.0) -> None:
+    """Wait until every node has fetched the hub's directory (a node answers 402 until then)."""
+    deadline = time.monotonic() + timeout
+    for node in federation.nodes:
+        cache = federation.config_path(node.id).parent / "directory" / "directory.jws"
+        while not cache.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {node.id} did not fetch the federation directory")
+            await asyncio.sleep(0.05)
 
 
 def stop_federation(processes: list[subprocess.Popen]) -> None:

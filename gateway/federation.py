@@ -96,6 +96,8 @@ def build_federation(
     folders: bool | set[str] = False,
     adapters: dict[str, list[str]] | None = None,
     via: dict[str, dict[str, str]] | None = None,
+    directory_hub: str | None = None,
+    known_participants: bool = True,
 ) -> Federation:
     """Generate a CA, node and participant certificates and one config per node.
 
@@ -104,7 +106,10 @@ def build_federation(
     maps a participant to the eCH format adapters it speaks (see adapters.registry). Each
     node gets one admin and one auditor operator token. ``via`` overrides the next hop per
     node: ``{"node-luzern": {"1-1059-1": "node-hub"}}`` sends Luzern's messages for Kriens
-    through the hub (default: straight to the node hosting the recipient).
+    through the hub (default: straight to the node hosting the recipient). With
+    ``directory_hub`` that node signs and serves a federation directory of every node and
+    participant, and every node fetches it; ``known_participants=False`` then leaves the
+    other nodes' participants out of each file, so keys come from the directory alone.
     """
     directory = Path(directory).resolve()
     pki = directory / "pki"
@@ -180,7 +185,7 @@ def build_federation(
                 via = "local" if other.id == node.id else (via_overrides.get(node.id, {}).get(participant) or other.id)
                 mode = route_payload.get(participant, "schema-valid")
                 lines += ["[[routes]]", f'recipient = "{participant}"', f'via = "{via}"', f'payload = "{mode}"', ""]
-                if other.id != node.id:
+                if other.id != node.id and known_participants:
                     lines += [
                         "[[known_participants]]",
                         f'id = "{participant}"',
@@ -188,6 +193,11 @@ def build_federation(
                         *adapter_line(participant),
                         "",
                     ]
+        if directory_hub is not None:
+            hub = next(n for n in nodes if n.id == directory_hub)
+            lines += ["[directory]", f'url = "https://127.0.0.1:{hub.listen_port}/node/v1/directory"', f'issuer = "{hub.id}"',
+                      'cache = "directory/directory.jws"', "retry_seconds = 1",
+                      *([f'publish = "{directory / "directory" / "published.jws"}"'] if node.id == hub.id else []), ""]  # fmt: skip
         if delivery_toml:
             lines += ["[delivery]", delivery_toml, ""]
         if node.extra_toml:
@@ -195,5 +205,32 @@ def build_federation(
         path = federation.config_path(node.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines), encoding="utf-8")
+    if directory_hub is not None:
+        _publish_directory(directory, ca, issued, nodes, directory_hub)
     (directory / "federation.json").write_text(json.dumps(federation.describe(), indent=2), encoding="utf-8")
     return federation
+
+
+def _publish_directory(directory: Path, ca: DevelopmentCA, issued: dict, nodes: list[NodeSpec], hub_id: str) -> None:
+    """Sign the federation directory of every node and participant with the hub's node key."""
+    from .audit import Actor, ActorKind
+    from .crypto.seal import SigningIdentity, TrustStore
+    from .directory import CertificateUse, DirectoryEditor
+    from .pki import load_certificate, load_private_key
+
+    target = directory / "directory"
+    target.mkdir(parents=True, exist_ok=True)
+    editor, _ = DirectoryEditor.create(target / "source.toml", issuer=hub_id, actor=Actor(ActorKind.ADMIN, "federation-builder"))
+    for node in nodes:
+        editor.set_node(node.id, f"https://127.0.0.1:{node.listen_port}")
+    for node in nodes:
+        for participant in node.participants:
+            signing, encryption = issued[participant]
+            editor.add_participant(participant, node=node.id)
+            editor.add_certificate(participant, Path(signing.certificate).read_text(), use=CertificateUse.SIGNING)
+            editor.add_certificate(participant, Path(encryption.certificate).read_text(), use=CertificateUse.ENCRYPTION)
+    editor.save()
+    hub = issued[hub_id]
+    signer = SigningIdentity.from_key(hub_id, load_private_key(hub.private_key), load_certificate(hub.certificate))
+    trust = TrustStore([load_certificate(ca.cert_path)])
+    editor.publish(editor.sign(signer, trust), target / "published.jws")

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes
 from joserfc.jwk import ECKey
 from lxml import etree
 
@@ -40,7 +41,7 @@ from adapters.pipeline import Inspection, adapt_for, inspect
 from adapters.registry import AdapterRegistry, UnknownAdapter, default_registry
 
 from .clock import Clock, backoff_delay
-from .config import ConfigError, HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance
+from .config import ConfigError, HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance, Route
 from .crypto.primitives import StreamError, new_hash
 from .crypto.seal import (
     HOP_TYPE,
@@ -57,6 +58,7 @@ from .crypto.seal import (
     verify_seal,
     verify_signed,
 )
+from .directory import DirectoryCache, https_fetcher
 from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
 from .payload import PayloadCheck
@@ -139,6 +141,10 @@ class Node:
             self.id, load_private_key(config.tls.private_key), load_certificate(config.tls.certificate)
         )
         self.trust.check(self.node_signer.certificate, name=self.id, usage="digital_signature", now=now)
+        # The federation directory (when configured) names every participant's node and keys;
+        # entries in this file (known_participants, routes) take precedence over it.
+        self._directory_keys: dict[tuple[ParticipantId, bytes], RecipientKey] = {}
+        self.directory = self._open_directory(config)
         self.recipient_keys: dict[ParticipantId, RecipientKey] = {}
         for known in config.known_participants:
             self.recipient_keys[known.id] = RecipientKey.from_certificate(
@@ -170,6 +176,46 @@ class Node:
         delivery = config.delivery
         self.breakers = {peer.id: CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds, max(delivery.breaker_seconds, delivery.retry_max_seconds))
                          for peer in config.peers}  # fmt: skip
+
+    def _open_directory(self, config: NodeConfig) -> DirectoryCache | None:
+        settings = config.directory
+        if settings is None or settings.url is None:
+            return None
+        settings.cache.parent.mkdir(parents=True, exist_ok=True)
+        cache = DirectoryCache(settings.cache, trust=self.trust, issuer=settings.issuer,
+                               fetch=https_fetcher(settings.url, client_context(config)), clock=self.clock,
+                               grace=timedelta(hours=settings.grace_hours), on_state_change=self._directory_state)  # fmt: skip
+        cache.load()
+        return cache
+
+    def _directory_state(self, status) -> None:
+        log.warning("federation directory is %s (version %s)%s", status.state.value, status.version,
+                    f": {status.last_error.info}" if status.last_error else "")  # fmt: skip
+
+    def recipient_key(self, recipient: ParticipantId) -> RecipientKey | None:
+        """The key to encrypt for: from this node's configuration, else from the directory."""
+        key = self.recipient_keys.get(recipient)
+        if key is not None or self.directory is None:
+            return key
+        resolved = self.directory.lookup(recipient)  # 301 unknown/retired, 312 no certificate, 402 unusable
+        certificate = resolved.encryption_certificate
+        cached = self._directory_keys.get((recipient, certificate.fingerprint(hashes.SHA256())))
+        if cached is None:
+            cached = RecipientKey.from_certificate(str(recipient), certificate, self.trust, self.clock.now())
+            self._directory_keys[(recipient, certificate.fingerprint(hashes.SHA256()))] = cached
+        return cached
+
+    def route_for(self, recipient: ParticipantId):
+        """The configured route, else the directory's: straight to the hosting node when it is a peer."""
+        route = self.config.route_for(recipient)
+        if route is not None or self.directory is None:
+            return route
+        resolved = self.directory.lookup(recipient)
+        if resolved.node_id == self.id:
+            return None  # listed as ours but not configured here: not deliverable
+        if self.config.peer(resolved.node_id) is not None:
+            return Route(str(recipient), resolved.node_id)
+        return None
 
     def _load_adapters(self, config: NodeConfig) -> tuple[dict[ParticipantId, AdapterRegistry], dict[ParticipantId, AdapterRegistry]]:
         """Per participant: the formats it sends (hosted) and accepts (hosted or known)."""
@@ -300,8 +346,9 @@ class Node:
                     f"test and production participants cannot exchange messages ({envelope.sender} → {recipient})",
                     status=StatusCode.NOT_ALLOWED_TO_SEND,
                 )
-            route = self.config.route_for(recipient)
-            if route is None or recipient not in self.recipient_keys:
+            route = self.route_for(recipient)
+            key = self.recipient_key(recipient) if route is not None else None
+            if route is None or key is None:
                 raise Refused(f"no route to recipient {recipient}", status=StatusCode.UNKNOWN_RECIPIENT)
             if route.is_local and recipient not in self.hosted:
                 raise Refused(f"recipient {recipient} is not hosted here", status=StatusCode.UNKNOWN_RECIPIENT)
@@ -468,7 +515,7 @@ class Node:
             message_id=envelope.message_id,
             envelope_xml=envelope_xml,
             payload_name=payload_name,
-            recipients=[self.recipient_keys[r] for r, _, _ in plan],
+            recipients=[self.recipient_key(r) for r, _, _ in plan],
             node=self.id,
             segment_size=self.config.limits.segment_size,
         )
@@ -596,7 +643,7 @@ class Node:
         self.check_hops(header)
         keys = self.hosted.get(recipient)
         if keys is None:
-            route = self.config.route_for(recipient)
+            route = self.route_for(recipient)
             if route is None or route.is_local or peer is None:
                 raise Refused(f"recipient {recipient} is not hosted on node {self.id} and has no onward route", status=StatusCode.UNKNOWN_RECIPIENT)
         if self.policies is not None:
@@ -744,7 +791,7 @@ class Node:
         signed hand-over acknowledgement; the final receipt travels back later (RECEIPTS_PATH).
         """
         recipient = ParticipantId.parse(header.recipient)
-        route = self.config.route_for(recipient)
+        route = self.route_for(recipient)
         assert route is not None and not route.is_local
         known = self.store.find_outgoing(str(envelope.sender), envelope.message_id, str(recipient))
         if known is not None and known.ciphertext_sha256 == verified.ciphertext_sha256:

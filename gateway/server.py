@@ -41,6 +41,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         forwarder = asyncio.create_task(node.run_forwarder(), name="forwarder")
         folders = [asyncio.create_task(f.run(), name=f"folder-{f.participant}") for f in participant_folders(node)]
         housekeeping = asyncio.create_task(_housekeeping(node), name="housekeeping")
+        if node.directory is not None:
+            folders.append(asyncio.create_task(node.directory.run(interval=config.directory.refresh_seconds, retry_interval=config.directory.retry_seconds), name="directory"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
