@@ -334,6 +334,25 @@ async def policy_reload(request: web.Request) -> web.Response:
     return web.json_response(result.to_json(), status=200 if result.accepted else 422)
 
 
+async def routes_reload(request: web.Request) -> web.Response:
+    """POST /admin/v1/routes/reload — read the node file again, swap routes and peers (audited)."""
+    node = request.app[NODE]
+    try:
+        result = node.reload_routes(Actor(ActorKind.ADMIN, request[OPERATOR].name))
+    except GatewayError as error:  # AuditUnavailable (403): nothing changed
+        return _error(error.status, error.info)
+    return web.json_response(result.to_json(), status=200 if result.accepted else 422)
+
+
+async def routes_status(request: web.Request) -> web.Response:
+    """GET /admin/v1/routes — the active routes and peers."""
+    config = request.app[NODE].config
+    return web.json_response({
+        "routes": [{"recipient": r.recipient, "members": list(r.members), "via": r.via, "payload": r.payload.value} for r in config.routes],
+        "peers": [{"id": p.id, "url": p.url, "breaker": request.app[NODE].breakers[p.id].state} for p in config.peers],
+    })  # fmt: skip
+
+
 def local_api(node: Node) -> web.Application:
     """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors."""
     limit = node.config.limits.max_envelope_bytes
@@ -350,6 +369,8 @@ def local_api(node: Node) -> web.Application:
     admin[NODE] = node
     admin.router.add_get("/policies", policy_status)
     admin.router.add_post("/policies/reload", policy_reload)
+    admin.router.add_get("/routes", routes_status)
+    admin.router.add_post("/routes/reload", routes_reload)
     app = web.Application(client_max_size=limit)
     app[NODE] = node
     app.add_subapp("/api/v1", systems)

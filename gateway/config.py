@@ -108,14 +108,16 @@ class Peer:
 
 @dataclass(frozen=True)
 class Route:
-    """Recipient (ID or glob pattern) → next hop (a peer id, or ``local``)."""
+    """Recipient (ID, glob pattern, or ``@group`` of those) → next hop (a peer id, or ``local``)."""
 
     recipient: str
     via: str
     payload: PayloadAcceptance = PayloadAcceptance.SCHEMA_VALID
+    members: tuple[str, ...] = ()  # a group's IDs and patterns, resolved from [route_groups] at load
 
     def matches(self, recipient: ParticipantId) -> bool:
-        return fnmatch.fnmatchcase(str(recipient), self.recipient)
+        patterns = self.members if self.recipient.startswith("@") else (self.recipient,)
+        return any(fnmatch.fnmatchcase(str(recipient), pattern) for pattern in patterns)
 
     @property
     def is_local(self) -> bool:
@@ -328,6 +330,13 @@ def load_config(path: Path | str) -> NodeConfig:
     peer_ids = {p.id for p in peers}
 
     routes = []
+    groups: dict[str, tuple[str, ...]] = {}
+    group_table = root.sub("route_groups", required=False)
+    for name in group_table.data:
+        members = group_table.get(name, list)
+        if not members or not all(isinstance(m, str) and m for m in members):
+            raise group_table.fail(name, members, "expected a non-empty list of participant IDs or patterns")
+        groups[name] = tuple(members)
     for table in root.items("routes"):
         via = table.get("via", str)
         if via != "local" and via not in peer_ids:
@@ -337,7 +346,13 @@ def load_config(path: Path | str) -> NodeConfig:
             acceptance = PayloadAcceptance(mode)
         except ValueError:
             raise table.fail("payload", mode, f"expected one of {[m.value for m in PayloadAcceptance]}") from None
-        routes.append(Route(table.get("recipient", str), via, acceptance))
+        recipient = table.get("recipient", str)
+        members: tuple[str, ...] = ()
+        if recipient.startswith("@"):
+            if recipient[1:] not in groups:
+                raise table.fail("recipient", recipient, "no such group in [route_groups]")
+            members = groups[recipient[1:]]
+        routes.append(Route(recipient, via, acceptance, members))
 
     known = [
         KnownParticipant(t.participant("id"), t.path("encryption_certificate"), _names(t, "adapters"))

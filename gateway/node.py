@@ -288,6 +288,41 @@ class Node:
             log.warning("policy reload by %s refused, revision %s stays active", actor.id, result.old_revision)
         return result
 
+    def reload_routes(self, actor: Actor) -> RoutesReload:
+        """Read the node file again and swap in its routes, route groups and peers (audited first).
+
+        Everything else in the file needs a restart; the result names what differs. A file
+        that does not load keeps the running routes, and the refusal is audited with the error.
+        """
+        from .config import load_config
+
+        old = self._configuration_digests()
+        try:
+            fresh = load_config(self.config.source)
+        except ConfigError as error:
+            result = RoutesReload(False, old["routes"], None, (), str(error))
+        else:
+            kept = dataclasses.replace(fresh, routes=self.config.routes, peers=self.config.peers)
+            restart = tuple(sorted(f.name for f in dataclasses.fields(NodeConfig)
+                                   if f.name not in ("routes", "peers") and getattr(kept, f.name) != getattr(self.config, f.name)))  # fmt: skip
+            candidate = dataclasses.replace(self.config, routes=fresh.routes, peers=fresh.peers)
+            result = RoutesReload(True, old["routes"], _digest_routes(candidate), restart, None)
+        details = {"change": "routes_reload", "accepted": str(result.accepted).lower(), "old_routes": result.old_routes,
+                   "new_routes": result.new_routes or "-", "restart_needed": ", ".join(result.restart_needed) or "-"}  # fmt: skip
+        if result.error:
+            details["error"] = result.error[:500]
+        self.audit_append([AuditRecord(time=self.clock.now(), node=self.id, role=Role.NONE, action=Action.CONFIG_CHANGE, actor=actor,
+                                       outcome=AuditOutcome.OK if result.accepted else AuditOutcome.REFUSED, details=details)])  # fmt: skip
+        if result.accepted:
+            self.config = candidate
+            delivery = self.config.delivery
+            for peer in self.config.peers:
+                self.breakers.setdefault(peer.id, CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds,
+                                                                 max(delivery.breaker_seconds, delivery.retry_max_seconds)))  # fmt: skip
+            log.info("routes reloaded by %s (%d routes, %d peers)", actor.id, len(self.config.routes), len(self.config.peers))
+            self._wake.set()
+        return result
+
     def record_configuration(self) -> None:
         """Audit what this node starts with: digests of participants, routes, peers, keys, tokens, policies.
 
@@ -309,7 +344,7 @@ class Node:
         return {
             "participants": digest(sorted((str(p.id), p.adapters, str(p.folder)) for p in config.participants)),
             "known_participants": digest(sorted((str(k.id), file_digest(k.encryption_certificate), k.adapters) for k in config.known_participants)),
-            "routes": digest([(r.recipient, r.via, r.payload.value) for r in config.routes]),
+            "routes": _digest_routes(config),
             "peers": digest(sorted((p.id, p.url) for p in config.peers)),
             "keys": digest(sorted((str(p.id), file_digest(p.signing_certificate), file_digest(p.encryption_certificate)) for p in config.participants),
                            file_digest(config.tls.certificate)),
@@ -1185,6 +1220,27 @@ class Node:
 
 class TemporaryFailure(Exception):
     """A transfer that should be retried later."""
+
+
+@dataclass(frozen=True)
+class RoutesReload:
+    """What a routes reload did: digests of the old and new routes, what still needs a restart."""
+
+    accepted: bool
+    old_routes: str
+    new_routes: str | None
+    restart_needed: tuple[str, ...]
+    error: str | None
+
+    def to_json(self) -> dict:
+        return {"accepted": self.accepted, "oldRoutes": self.old_routes, "newRoutes": self.new_routes,
+                "restartNeeded": list(self.restart_needed), "error": self.error}  # fmt: skip
+
+
+def _digest_routes(config: NodeConfig) -> str:
+    """One digest over routes (with resolved groups) and peers: what a routes reload swaps."""
+    routes = [(r.recipient, r.via, r.payload.value, r.members) for r in config.routes]
+    return hashlib.sha256(repr((routes, sorted((p.id, p.url) for p in config.peers))).encode()).hexdigest()
 
 
 @dataclass

@@ -63,9 +63,19 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
 
 
 def _reload_on_signal(node: Node) -> None:
-    """SIGHUP: reload the policy files (audited, actor "signal"); a bad set keeps the running one."""
+    """SIGHUP: reload routes and peers from the node file, and the policy files (each audited;
+    a bad file keeps what runs)."""
+    actor = Actor(ActorKind.ADMIN, "SIGHUP")
     try:
-        result = node.reload_policies(Actor(ActorKind.ADMIN, "SIGHUP"))
+        routes = node.reload_routes(actor)
+        print(f"routes reload on SIGHUP: {'accepted' if routes.accepted else 'refused: ' + str(routes.error)}"
+              + (f"; needs a restart: {', '.join(routes.restart_needed)}" if routes.restart_needed else ""), flush=True)  # fmt: skip
+    except GatewayError as error:
+        log.error("routes reload on SIGHUP failed: %s", error.info)
+    if node.policies is None:
+        return
+    try:
+        result = node.reload_policies(actor)
     except GatewayError as error:
         log.error("policy reload on SIGHUP failed: %s", error.info)
         return

@@ -166,3 +166,62 @@ async def test_an_auditors_read_through_the_node_is_itself_recorded_with_the_aud
         assert status == 200 and body["valid"] is True
         reads = [r for _, _, r in nodes["node-luzern"].audit.iter_records() if r.action is Action.AUDIT_READ]
         assert [(r.actor.kind, r.actor.id) for r in reads] == [(ActorKind.AUDITOR, "auditor-node-luzern")]
+
+
+@pytest.fixture
+def three(tmp_path):
+    return build_federation(
+        tmp_path / "three",
+        [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-hub", [KANTON]), NodeSpec("node-kriens", ["1-1059-1"])],
+        schemas=XSD,
+    )  # fmt: skip
+
+
+def route_kriens_via_hub_as_group(federation):
+    """Edit Luzern's file: the Gemeinden group goes through the hub (instead of Kriens' own node)."""
+    path = federation.config_path("node-luzern")
+    text = path.read_text().replace('recipient = "1-1059-1"\nvia = "node-kriens"', 'recipient = "@gemeinden"\nvia = "node-hub"')
+    path.write_text(text + '\n[route_groups]\ngemeinden = ["1-1059-1", "1-1024-*"]\n')
+
+
+async def test_a_routes_reload_sends_the_next_message_the_new_way_and_is_audited(three, clock):
+    from .nodes import client, sample_envelope
+    from gateway.samples import discover
+
+    from ..conftest import SAMPLES
+
+    move = next(s for s in discover(SAMPLES) if s.name.startswith("openech-ech0020-v2.2/div-movetest"))
+    async with running(three, clock) as nodes:
+        luzern = nodes["node-luzern"]
+        route_kriens_via_hub_as_group(three)
+        status, body = await call(three, "node-luzern", "POST", "/admin/v1/routes/reload", three.operator_tokens["node-luzern"]["admin"])
+        assert status == 200 and body["accepted"] is True and body["restartNeeded"] == []
+        assert body["oldRoutes"] != body["newRoutes"]
+        _, routes = await call(three, "node-luzern", "GET", "/admin/v1/routes", three.operator_tokens["node-luzern"]["admin"])
+        assert {"recipient": "@gemeinden", "members": ["1-1059-1", "1-1024-*"], "via": "node-hub", "payload": "schema-valid"} in routes["routes"]
+        message_id, envelope, payload = sample_envelope(move, LUZERN, "1-1059-1", clock.now())
+        async with client(three, LUZERN) as api:
+            assert (await api.submit(envelope, payload, "data.xml"))[0] == 202
+        (row,) = luzern.store.outgoing_for(LUZERN, message_id)
+        assert row.via == "node-hub"
+        (record,) = [r for _, _, r in luzern.audit.iter_records() if r.details.get("change") == "routes_reload"]
+        assert record.actor.id == "admin-node-luzern" and record.details["new_routes"] == body["newRoutes"]
+
+
+async def test_a_bad_routes_file_keeps_the_running_routes_and_names_the_error(three, clock):
+    async with running(three, clock, "node-luzern") as nodes:
+        before = nodes["node-luzern"].config.routes
+        path = three.config_path("node-luzern")
+        path.write_text(path.read_text().replace('via = "node-kriens"', 'via = "node-nowhere"'))
+        status, body = await call(three, "node-luzern", "POST", "/admin/v1/routes/reload", three.operator_tokens["node-luzern"]["admin"])
+        assert status == 422 and "node-nowhere" in body["error"] and "routes[" in body["error"]
+        assert nodes["node-luzern"].config.routes == before
+
+
+async def test_changes_outside_routes_are_reported_as_needing_a_restart(three, clock):
+    async with running(three, clock, "node-luzern") as nodes:
+        path = three.config_path("node-luzern")
+        path.write_text(path.read_text() + "\n[delivery]\nexpiry_days = 20\n")
+        status, body = await call(three, "node-luzern", "POST", "/admin/v1/routes/reload", three.operator_tokens["node-luzern"]["admin"])
+        assert status == 200 and body["restartNeeded"] == ["delivery"]
+        assert nodes["node-luzern"].config.delivery.expiry_days == 30, "not applied without a restart"

@@ -39,6 +39,7 @@ def test_the_generated_configuration_loads_into_frozen_objects(federation):
         (r'signing_key = "[^"]+"', 'signing_key = "missing.pem"', r"participants\[0\]\.signing_key = 'missing.pem': file not found"),
         (r'token_sha256 = "[0-9a-f]+"', 'token_sha256 = "secret"', r"local_systems\[0\]\.token_sha256 = 'secret'"),
         (r'role = "admin"', 'role = "root"', r"operators\[0\]\.role = 'root'"),
+        (r'recipient = "2-LU-1"', 'recipient = "@nogroup"', r"routes\[\d\]\.recipient = '@nogroup': no such group"),
         (r'audit_log = ', 'audit_retention_days = 30\naudit_log = ', r"node\.audit_retention_days = 30: .*at least one year"),
         (r'folder|encryption_certificate = "[^"]+"\n', '\\g<0>adapters = "ech0020-v3"\n', r"participants\[0\]\.adapters = 'ech0020-v3'"),
     ],
