@@ -75,6 +75,7 @@ from .transport import RECEIPTS_PATH, TRANSFER_PATH, TransferHeader, client_cont
 
 log = logging.getLogger("drehscheibe.node")
 
+HANDED_GRACE_SECONDS = 86400  # after expiry, how long the origin waits for a relay's 204 before settling itself
 FAULT_ENV = "DREHSCHEIBE_FAULT"  # test-only fault injection points, see docs/operations.md
 
 
@@ -1015,17 +1016,29 @@ class Node:
         return sum(results)
 
     def expire_due(self) -> None:
+        """701 seven days before a message expires, 204 when it does.
+
+        A message handed to a relay expires there, and the relay returns the 204; the origin
+        only settles it itself one day later, should that receipt never come.
+        """
         now = self.clock.now()
-        for item in self.store.queued():
+        for item in self.store.expiring(now.timestamp(), 7 * 86400):
             remaining = item.expires - now.timestamp()
-            if remaining <= 0:
+            if item.state is OutgoingState.HANDED and remaining <= 0:
+                if remaining <= -HANDED_GRACE_SECONDS:
+                    self._settle_locally(item, OutgoingState.EXPIRED, StatusCode.MESSAGE_EXPIRED, now,
+                                         f"expired; no final receipt came back from relay {item.via}")  # fmt: skip
+                elif not item.warned:
+                    self.store.mark_warned(item, self.event("expires-soon", status=int(StatusCode.EXPIRES_SOON)))
+            elif remaining <= 0:
                 self._settle_locally(item, OutgoingState.EXPIRED, StatusCode.MESSAGE_EXPIRED, now)
-            elif remaining <= 7 * 86400 and not item.warned:
+            elif not item.warned:
                 self.store.mark_warned(item, self.event("expires-soon", status=int(StatusCode.EXPIRES_SOON)))
 
     def _settle_locally(self, item: Outgoing, state: OutgoingState, status: StatusCode, now: datetime, info: str | None = None) -> None:
         envelope = parse_envelope(item.envelope, None)
-        self.audit_append([self.audit_record(envelope, Action.EXPIRED, Role.ORIGIN, Actor(ActorKind.NODE, self.id),
+        role = Role.RELAY if item.upstream else Role.ORIGIN
+        self.audit_append([self.audit_record(envelope, Action.EXPIRED, role, Actor(ActorKind.NODE, self.id),
                                              outcome=AuditOutcome.REFUSED, receipt_code=int(status), recipients=[item.recipient])])  # fmt: skip
         receipt_xml = Receipt.for_envelope(envelope, ParticipantId.parse(item.recipient), status, info, now).to_xml()
         events = [self.event(state.value, status=int(status), detail=info)]
@@ -1173,7 +1186,7 @@ class Node:
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(receipt.status), detail=receipt.status_info))  # fmt: skip
             return False
-        state = OutgoingState.DELIVERED if receipt.status is StatusCode.DELIVERED else OutgoingState.FAILED
+        state = {StatusCode.DELIVERED: OutgoingState.DELIVERED, StatusCode.MESSAGE_EXPIRED: OutgoingState.EXPIRED}.get(receipt.status, OutgoingState.FAILED)
         events = [*relayed, *remote_events, self.event("receipt", status=int(receipt.status), detail=receipt.status_info)]
         envelope = parse_envelope(item.envelope, None)
         role = Role.RELAY if item.upstream else Role.ORIGIN

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS outgoing (
     receipt_status INTEGER, receipt BLOB, receipt_signature TEXT,
     UNIQUE (sender, message_id, recipient));
 CREATE INDEX IF NOT EXISTS outgoing_due ON outgoing (state, next_attempt);
+CREATE INDEX IF NOT EXISTS outgoing_expiry ON outgoing (state, expires);
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY, sender TEXT NOT NULL, message_id TEXT NOT NULL, recipient TEXT NOT NULL,
     message_type INTEGER NOT NULL, envelope BLOB NOT NULL, seal TEXT NOT NULL, blob TEXT NOT NULL,
@@ -319,6 +320,14 @@ class Store:
         cursor = self.db.execute(
             "SELECT * FROM outgoing WHERE state='queued' AND next_attempt<=? ORDER BY next_attempt LIMIT ?",
             (now, limit),
+        )
+        return [self._outgoing(r) for r in cursor]
+
+    def expiring(self, now: float, horizon: float) -> list[Outgoing]:
+        """Queued or handed rows that expire before ``now + horizon``: not yet warned, or already expired."""
+        cursor = self.db.execute(
+            "SELECT * FROM outgoing WHERE state IN ('queued', 'handed') AND expires<=? AND (warned=0 OR expires<=?)",
+            (now + horizon, now),
         )
         return [self._outgoing(r) for r in cursor]
 

@@ -265,3 +265,62 @@ async def test_processes_relay_end_to_end_over_mtls(hub, tmp_path):
         for process in processes:
             process.terminate()
             process.wait(timeout=10)
+
+
+async def test_kriens_down_for_a_day_then_back_gets_the_message_and_the_origin_its_receipt(hub, clock):
+    async with running(hub, clock, "node-luzern", "node-hub") as nodes:
+        message_id, payload = await send(hub, clock)
+        for _ in range(24):  # a day of hourly rounds with Kriens unreachable
+            await run_forwarders(nodes, rounds=1)
+            clock.advance(hours=1)
+        (waiting,) = nodes["node-hub"].store.outgoing_for(LUZERN, message_id)
+        assert waiting.state is OutgoingState.QUEUED and waiting.attempts >= 3
+        async with running(hub, clock, "node-kriens") as kriens:
+            clock.advance(seconds=hub_retry_ceiling(nodes["node-hub"]))
+            await run_forwarders({**nodes, **kriens})
+            async with client(hub, KRIENS) as api:
+                assert await api.payload(KRIENS, LUZERN, message_id) == payload
+        (origin,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert origin.state is OutgoingState.DELIVERED and origin.receipt_status == 100
+
+
+def hub_retry_ceiling(node):
+    delivery = node.config.delivery
+    return max(delivery.retry_max_seconds, delivery.breaker_seconds) * 2 + 1
+
+
+async def test_behind_a_relay_the_sender_is_warned_701_and_gets_the_relays_204_at_expiry(hub, clock):
+    async with running(hub, clock, "node-luzern", "node-hub") as nodes:
+        message_id, _ = await send(hub, clock)
+        await run_forwarders(nodes, rounds=1)
+        clock.advance(days=23, seconds=1)
+        await run_forwarders(nodes, rounds=2)
+        luzern_kinds = [(e.node, e.kind) for e in nodes["node-luzern"].store.timeline(LUZERN, message_id)]
+        assert ("node-luzern", "expires-soon") in luzern_kinds and ("node-hub", "expires-soon") in [
+            (e.node, e.kind) for e in nodes["node-hub"].store.timeline(LUZERN, message_id)
+        ]
+        clock.advance(days=7)
+        await run_forwarders(nodes, rounds=2)
+        (origin,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert origin.state is OutgoingState.EXPIRED and origin.receipt_status == int(StatusCode.MESSAGE_EXPIRED)
+        signer = origin.receipt_signature
+        from gateway.crypto.seal import RECEIPT_TYPE, verify_node_signed
+
+        node, _ = verify_node_signed(signer, typ=RECEIPT_TYPE, trust=nodes["node-luzern"].trust, now=clock.now())
+        assert node == "node-hub", "the 204 is the relay's, signed by it"
+
+
+async def test_if_a_relay_never_answers_the_origin_settles_a_day_after_expiry(hub, clock):
+    async with running(hub, clock, "node-luzern") as nodes:
+        async with running(hub, clock, "node-hub") as hubs:
+            message_id, _ = await send(hub, clock)
+            await nodes["node-luzern"].forward_due()
+            assert hubs["node-hub"].store.outgoing_for(LUZERN, message_id)
+        clock.advance(days=30, seconds=1)  # the hub stays down
+        await nodes["node-luzern"].forward_due()
+        (origin,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert origin.state is OutgoingState.HANDED
+        clock.advance(days=1)
+        await nodes["node-luzern"].forward_due()
+        (origin,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert origin.state is OutgoingState.EXPIRED and "no final receipt" in origin.receipt.decode()
