@@ -58,6 +58,31 @@ def _pki_participant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki_revoke(args: argparse.Namespace) -> int:
+    from .pki import DevelopmentCA, load_certificate
+
+    ca = DevelopmentCA(Path(args.dir))
+    path = ca.revoke(load_certificate(Path(args.cert)), next_update_days=args.next_update_days)
+    print(f"revoked {args.cert}; revocation list {path} (nodes read it at the next SIGHUP or within the hour)")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    """Issue a participant's next encryption key beside the current one and say how to switch."""
+    from .pki import DevelopmentCA
+
+    participant = ParticipantId.parse(args.participant)
+    identity = DevelopmentCA(Path(args.pki)).rotate_encryption(participant, Path(args.pki) / "participants")
+    print(f"new encryption key for {participant}: {identity.certificate} (key {identity.private_key}, mode 0600)")
+    print("1. on the participant's node, make it current and keep the old one until nothing queued needs it:")
+    print(f'     encryption_key = "{identity.private_key}"\n     encryption_certificate = "{identity.certificate}"')
+    print("     [[participants.previous_encryption]]\n     key = \"<the old encryption_key>\"\n     certificate = \"<the old encryption_certificate>\"")
+    print("2. publish the new certificate (drehscheibe directory add-certificate … --use encryption; then publish),")
+    print("   or update known_participants on the senders' nodes; new messages are then sealed for the new key.")
+    print("3. restart the participant's node; retire the old key once no message sealed for it is queued anywhere.")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo_up, run_demo
 
@@ -94,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     ppart.add_argument("--dir", default="certs/dev")
     ppart.add_argument("--id", required=True)
     ppart.set_defaults(func=_pki_participant)
+    prevoke = pki.add_parser("revoke", help="revoke a certificate: add it to the CA's revocation list (crl.pem)")
+    prevoke.add_argument("--dir", default="certs/dev")
+    prevoke.add_argument("--cert", required=True)
+    prevoke.add_argument("--next-update-days", type=int, default=7)
+    prevoke.set_defaults(func=_pki_revoke)
+
+    keys = commands.add_parser("keys", help="participant keys").add_subparsers(dest="keys_command", required=True)
+    rotate = keys.add_parser("rotate", help="issue a participant's next encryption key (development PKI) and print the steps")
+    rotate.add_argument("--pki", default="certs/dev")
+    rotate.add_argument("--participant", required=True)
+    rotate.set_defaults(func=_keys_rotate)
 
     demo = commands.add_parser("demo", help="run the demo scenario on localhost (or: demo up, keep the federation running)")
     demo.add_argument("action", nargs="?", choices=["run", "up"], default="run",

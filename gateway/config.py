@@ -42,6 +42,8 @@ class TlsIdentity:
     certificate: Path
     private_key: Path
     trust_anchors: tuple[Path, ...]
+    crls: tuple[Path, ...] = ()  # revocation lists of the trust anchors (fail closed when out of date)
+    expiry_warning_days: int = 30  # warn this long before any loaded certificate expires
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class HostedParticipant:
     # sends is recognised and validated with them, what it receives is converted to them.
     # Empty: no format stage, the route's payload acceptance alone applies.
     adapters: tuple[str, ...] = ()
+    # Earlier encryption keys, kept so that messages sealed for them still open (key rotation);
+    # (private key, certificate) pairs, newest first. Drop one once nothing queued needs it.
+    previous_encryption: tuple[tuple[Path, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,9 @@ def load_config(path: Path | str) -> NodeConfig:
                 encryption_certificate=table.path("encryption_certificate"),
                 folder=table.path("folder", must_exist=False) if "folder" in table.data else None,
                 adapters=_names(table, "adapters"),
+                previous_encryption=tuple(
+                    (t.path("key"), t.path("certificate")) for t in table.items("previous_encryption")
+                ),
             )
         )
     hosted_ids = {p.id for p in participants}
@@ -389,7 +397,8 @@ def load_config(path: Path | str) -> NodeConfig:
         node_id=node.get("id", str),
         listen=node.address("listen"),
         api=node.address("api"),
-        tls=TlsIdentity(tls.path("certificate"), tls.path("private_key"), trust),
+        tls=TlsIdentity(tls.path("certificate"), tls.path("private_key"), trust, _paths(tls, "crls"),
+                        tls.positive("expiry_warning_days", int, 30)),
         store=node.path("store", must_exist=False),
         schemas=node.path("schemas"),
         policies=node.path("policies") if "policies" in node.data else None,
@@ -449,3 +458,10 @@ def _directory(root: _Reader) -> DirectorySettings | None:
         retry_seconds=table.positive("retry_seconds", float, 60.0),
         publish=publish,
     )
+
+
+def _paths(table: _Reader, key: str) -> tuple[Path, ...]:
+    values = table.get(key, list, [])
+    if not all(isinstance(v, str) for v in values):
+        raise table.fail(key, values, "expected a list of file names")
+    return tuple(_Reader(table.source, {"p": v}, f"{table.prefix}{key}.").path("p") for v in values)

@@ -67,7 +67,7 @@ from .audit import Outcome as AuditOutcome
 from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
 from .policy.store import ReloadResult
 from .safexml import parse_xml
-from .pki import load_certificate, load_private_key
+from .pki import load_certificate, load_crl, load_private_key
 from .receipt import Receipt, parse_receipt
 from .schemas import SchemaCatalog
 from .store import Event, Outcome, Outgoing, OutgoingState, Store, StoredReceipt
@@ -117,6 +117,19 @@ class HostedKeys:
     participant: ParticipantId
     signer: SigningIdentity
     decryptor: EncryptionIdentity
+    previous: tuple[EncryptionIdentity, ...] = ()  # earlier encryption keys, kept for queued messages
+    encryption_certificate: object = None  # the current one: checked before each message is accepted for it
+
+    def opener(self, verified: VerifiedSeal):
+        """Open the content key with the current key, else with an earlier one (key rotation)."""
+        error: SealError | None = None
+        for identity in (self.decryptor, *self.previous):
+            try:
+                return verified.opener(identity)
+            except SealError as failed:
+                error = failed
+        assert error is not None
+        raise error
 
 
 def _fault(point: str) -> None:
@@ -134,7 +147,7 @@ class Node:
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.catalog = SchemaCatalog(config.schemas)
-        self.trust = TrustStore(load_certificate(p) for p in config.tls.trust_anchors)
+        self.trust = self._load_trust(config)
         now = self.clock.now()
         # Keys are loaded once, here; never per message.
         self.hosted: dict[ParticipantId, HostedKeys] = {p.id: self._load_hosted(p, now) for p in config.participants}
@@ -149,11 +162,11 @@ class Node:
         self.recipient_keys: dict[ParticipantId, RecipientKey] = {}
         for known in config.known_participants:
             self.recipient_keys[known.id] = RecipientKey.from_certificate(
-                str(known.id), load_certificate(known.encryption_certificate), self.trust, now
+                str(known.id), load_certificate(known.encryption_certificate), self.trust, now, validity=False
             )
         for participant in config.participants:
             self.recipient_keys[participant.id] = RecipientKey.from_certificate(
-                str(participant.id), load_certificate(participant.encryption_certificate), self.trust, now
+                str(participant.id), load_certificate(participant.encryption_certificate), self.trust, now, validity=False
             )
         self.participant_adapters, self.recipient_adapters = self._load_adapters(config)
         # Policies are loaded once; a reload swaps the whole set (PolicyStore keeps the old
@@ -177,6 +190,37 @@ class Node:
         delivery = config.delivery
         self.breakers = {peer.id: CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds, max(delivery.breaker_seconds, delivery.retry_max_seconds))
                          for peer in config.peers}  # fmt: skip
+
+    @staticmethod
+    def _load_trust(config: NodeConfig) -> TrustStore:
+        return TrustStore((load_certificate(p) for p in config.tls.trust_anchors), (load_crl(p) for p in config.tls.crls))
+
+    def reload_trust(self) -> None:
+        """Read the revocation lists again (hourly, and on SIGHUP); a bad file keeps the old ones."""
+        try:
+            self.trust = self._load_trust(self.config)
+        except (OSError, ValueError) as error:
+            log.error("revocation lists not reloaded, the previous ones stay: %s", error)
+
+    def certificate_expiries(self) -> list[tuple[str, str, datetime]]:
+        """(what, whose, notAfter) of every certificate this node holds, for warnings and metrics."""
+        found = [("node", self.id, self.node_signer.certificate.not_valid_after_utc)]
+        for keys in self.hosted.values():
+            found.append(("signing", str(keys.participant), keys.signer.certificate.not_valid_after_utc))
+            found.append(("encryption", str(keys.participant), keys.encryption_certificate.not_valid_after_utc))
+        return found
+
+    def warn_expiring_certificates(self) -> list[str]:
+        """Log (and return) a warning for each certificate within ``expiry_warning_days`` of its end."""
+        now = self.clock.now()
+        horizon = now + timedelta(days=self.config.tls.expiry_warning_days)
+        warnings = []
+        for what, whose, not_after in self.certificate_expiries():
+            if not_after <= horizon:
+                text = f"{what} certificate of {whose} expires {not_after.isoformat(timespec='minutes')}"
+                log.warning("%s", text)
+                warnings.append(text)
+        return warnings
 
     def _open_directory(self, config: NodeConfig) -> DirectoryCache | None:
         settings = config.directory
@@ -237,10 +281,14 @@ class Node:
 
     def _load_hosted(self, participant: HostedParticipant, now: datetime) -> HostedKeys:
         signing_cert = load_certificate(participant.signing_certificate)
-        self.trust.check(signing_cert, name=str(participant.id), usage="digital_signature", now=now)
+        # Issuer, name and usage must be right to start; time and revocation are checked per
+        # message, so one participant's expired or revoked certificate stops only its traffic (312).
+        self.trust.check(signing_cert, name=str(participant.id), usage="digital_signature", now=now, validity=False)
         signer = SigningIdentity.from_key(str(participant.id), load_private_key(participant.signing_key), signing_cert)
         decryptor = EncryptionIdentity(str(participant.id), ECKey.import_key(load_private_key(participant.encryption_key)))
-        return HostedKeys(participant.id, signer, decryptor)
+        previous = tuple(EncryptionIdentity(str(participant.id), ECKey.import_key(load_private_key(key)))
+                         for key, _ in participant.previous_encryption)  # fmt: skip
+        return HostedKeys(participant.id, signer, decryptor, previous, load_certificate(participant.encryption_certificate))
 
     def audit_record(
         self, envelope: Envelope, action: Action, role: Role, actor: Actor, *, outcome=AuditOutcome.OK,
@@ -373,6 +421,9 @@ class Node:
             raise Refused(
                 f"local system {system.name} may not send for {envelope.sender}", status=StatusCode.NOT_ALLOWED_TO_SEND
             )
+        now = self.clock.now()
+        # SECURITY: a sender whose signing certificate expired or was revoked stops sending (312).
+        self.trust.check(self.hosted[envelope.sender].signer.certificate, name=str(envelope.sender), usage="digital_signature", now=now)
         plan = []
         for recipient in envelope.recipients:
             # SECURITY: test traffic never reaches production participants and vice versa,
@@ -388,6 +439,7 @@ class Node:
                 raise Refused(f"no route to recipient {recipient}", status=StatusCode.UNKNOWN_RECIPIENT)
             if route.is_local and recipient not in self.hosted:
                 raise Refused(f"recipient {recipient} is not hosted here", status=StatusCode.UNKNOWN_RECIPIENT)
+            key.check(self.trust, now)  # an expired or revoked recipient certificate: 312
             plan.append((recipient, route.via, route.payload))
         return plan
 
@@ -678,6 +730,9 @@ class Node:
             raise SealError(f"recipient {recipient} is not in the sealed envelope")
         self.check_hops(header)
         keys = self.hosted.get(recipient)
+        if keys is not None:
+            # SECURITY: a recipient whose encryption certificate expired or was revoked stops receiving (312).
+            self.trust.check(keys.encryption_certificate, name=str(recipient), usage="key_agreement", now=self.clock.now())
         if keys is None:
             route = self.route_for(recipient)
             if route is None or route.is_local or peer is None:
@@ -734,7 +789,7 @@ class Node:
             return StoredReceipt(known.sender, known.message_id, known.recipient, 100, known.receipt, known.receipt_signature, known.received)
         blob = self.store.new_blob()
         try:
-            decryptor = verified.opener(keys.decryptor)
+            decryptor = keys.opener(verified)
             async for chunk in ciphertext:
                 if blob.length + len(chunk) > verified.ciphertext_length:
                     raise SealError("more ciphertext than sealed")
@@ -946,7 +1001,7 @@ class Node:
         keys = self.hosted[ParticipantId.parse(entry.recipient)]
         received = datetime.fromtimestamp(entry.received, timezone.utc)
         verified = verify_seal(entry.seal, entry.envelope, sender=ParticipantId.parse(entry.sender), trust=self.trust, now=received)
-        decryptor = verified.opener(keys.decryptor)
+        decryptor = keys.opener(verified)
 
         async def plaintext() -> AsyncIterator[bytes]:
             digest = new_hash()

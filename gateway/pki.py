@@ -31,9 +31,11 @@ class IssuedIdentity:
 
 def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    # SECURITY: with a passphrase in the environment, keys are written encrypted (PKCS#8,
+    # the library's best available scheme) and never touch the disk in clear.
+    passphrase = key_passphrase()
+    encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     # SECURITY: create the file with 0600 from the start, never world-readable for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -46,8 +48,33 @@ def _write_certificate(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+PASSPHRASE_ENV = "DREHSCHEIBE_KEY_PASSPHRASE"  # the passphrase of encrypted private keys, or
+PASSPHRASE_FILE_ENV = "DREHSCHEIBE_KEY_PASSPHRASE_FILE"  # a file holding it (a mounted secret)
+
+
+def key_passphrase() -> bytes | None:
+    """The passphrase for private keys at rest, from the environment (never from the config file)."""
+    file = os.environ.get(PASSPHRASE_FILE_ENV)
+    if file:
+        return Path(file).read_bytes().strip()
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode() if value else None
+
+
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    """An EC private key, decrypted with the passphrase from the environment when it is encrypted.
+
+    SECURITY: the error names the file, never the passphrase or key material.
+    """
+    data = Path(path).read_bytes()
+    encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
+    passphrase = key_passphrase() if encrypted else None
+    if encrypted and passphrase is None:
+        raise ValueError(f"{path}: the private key is encrypted; set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV}")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: the private key cannot be read (wrong passphrase, or not a PEM key)") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{path}: expected an EC private key")
     return key
@@ -158,3 +185,59 @@ class DevelopmentCA:
             _write_private_key(identity.private_key, key)
             identities.append(identity)
         return identities[0], identities[1]
+
+
+    # -- revocation and rotation -------------------------------------------------------
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def revoke(self, certificate: x509.Certificate, *, next_update_days: int = 7) -> Path:
+        """Add ``certificate`` to the CA's revocation list and write ``crl.pem`` anew (signed)."""
+        revoked = self._revoked_serials()
+        revoked[certificate.serial_number] = self.now
+        return self.write_crl(revoked, next_update_days=next_update_days)
+
+    def write_crl(self, revoked: dict[int, datetime] | None = None, *, next_update_days: int = 7) -> Path:
+        revoked = self._revoked_serials() if revoked is None else revoked
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(self.now - timedelta(minutes=5))
+            .next_update(self.now + timedelta(days=next_update_days))
+        )
+        for serial, when in sorted(revoked.items()):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+            )
+        crl = builder.sign(self.key, hashes.SHA256())
+        temporary = self.crl_path.with_suffix(".tmp")
+        temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        os.replace(temporary, self.crl_path)
+        return self.crl_path
+
+    def _revoked_serials(self) -> dict[int, datetime]:
+        if not self.crl_path.exists():
+            return {}
+        crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        return {entry.serial_number: entry.revocation_date_utc for entry in crl}
+
+    def rotate_encryption(self, participant: ParticipantId, out_dir: Path) -> IssuedIdentity:
+        """A new encryption key and certificate for ``participant``, beside (not over) the current one."""
+        directory = Path(out_dir) / str(participant)
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sedex participant"), x509.NameAttribute(NameOID.COMMON_NAME, str(participant))]
+        )
+        san = (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(participant.uri)]), False)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._issue(subject, key, x509.KeyUsage(False, False, False, False, True, False, False, False, False), extra=[san])
+        stamp = self.now.strftime("%Y%m%dT%H%M%S")
+        identity = IssuedIdentity(directory / f"encryption-{stamp}.pem", directory / f"encryption-{stamp}-key.pem")
+        _write_certificate(identity.certificate, cert)
+        _write_private_key(identity.private_key, key)
+        return identity
+
+
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    return x509.load_pem_x509_crl(Path(path).read_bytes())

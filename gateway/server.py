@@ -66,6 +66,7 @@ def _reload_on_signal(node: Node) -> None:
     """SIGHUP: reload routes and peers from the node file, and the policy files (each audited;
     a bad file keeps what runs)."""
     actor = Actor(ActorKind.ADMIN, "SIGHUP")
+    node.reload_trust()
     try:
         routes = node.reload_routes(actor)
         print(f"routes reload on SIGHUP: {'accepted' if routes.accepted else 'refused: ' + str(routes.error)}"
@@ -87,6 +88,8 @@ async def _housekeeping(node: Node, period: float = 3600.0) -> None:
     """Hourly: a signed audit checkpoint, and pruning of audit records past their retention."""
     while True:
         try:
+            node.reload_trust()
+            node.warn_expiring_certificates()
             node.audit.checkpoint(node.clock.now())
             pruned = node.apply_retention()
             if pruned:

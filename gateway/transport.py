@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from .config import NodeConfig
+from .pki import key_passphrase
 from .ids import GatewayError, StatusCode
 
 MAX_HEADER_BYTES = 2 * 1024 * 1024
@@ -29,7 +30,7 @@ def server_context(config: NodeConfig, *, require_client_cert: bool) -> ssl.SSLC
     """TLS for our listeners: TLS 1.2+, our node certificate, peers checked against the trust store."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls.certificate, config.tls.private_key)
+    context.load_cert_chain(config.tls.certificate, config.tls.private_key, password=key_passphrase)
     for anchor in config.tls.trust_anchors:
         context.load_verify_locations(cafile=str(anchor))
     # SECURITY: the node-to-node listener demands a client certificate from the federation CA.
@@ -43,7 +44,7 @@ def client_context(config: NodeConfig) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     for anchor in config.tls.trust_anchors:
         context.load_verify_locations(cafile=str(anchor))
-    context.load_cert_chain(config.tls.certificate, config.tls.private_key)
+    context.load_cert_chain(config.tls.certificate, config.tls.private_key, password=key_passphrase)
     return context
 
 

@@ -88,15 +88,48 @@ def common_name(cert: x509.Certificate) -> str:
 class TrustStore:
     """The federation's trust anchors; checks that a certificate is fit for a purpose."""
 
-    def __init__(self, anchors: Iterable[x509.Certificate]) -> None:
+    def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList] = ()) -> None:
         self.anchors = tuple(anchors)
         if not self.anchors:
             raise ValueError("a trust store needs at least one anchor")
+        self.crls = tuple(crls)
+        for crl in self.crls:
+            if not any(crl.issuer == a.subject and crl.is_signature_valid(a.public_key()) for a in self.anchors):
+                raise ValueError("a revocation list is not signed by a trust anchor")
 
-    def check(self, cert: x509.Certificate, *, name: str, usage: str, now: datetime) -> None:
+    def check_validity(self, cert: x509.Certificate, *, name: str, now: datetime) -> None:
+        """The time-dependent part of :meth:`check`: inside its validity period, not revoked."""
+        if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+            raise CertificateError(f"certificate of {name} is not valid at {now.isoformat(timespec='seconds')}")
+        if self.revoked(cert, now):
+            raise CertificateError(f"certificate of {name} is revoked")
+
+    def revoked(self, cert: x509.Certificate, now: datetime) -> bool:
+        """True when a CRL of the certificate's issuer lists it.
+
+        SECURITY: fail closed: a configured CRL of that issuer that is past its nextUpdate
+        makes every certificate of the issuer unusable (CertificateError) until a fresh one
+        is installed.
+        """
+        listed = False
+        for crl in self.crls:
+            if crl.issuer != cert.issuer:
+                continue
+            if crl.next_update_utc is not None and now > crl.next_update_utc:
+                raise CertificateError("the revocation list of the federation CA is out of date")
+            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                listed = True
+        return listed
+
+    def check(self, cert: x509.Certificate, *, name: str, usage: str, now: datetime, validity: bool = True) -> None:
         """Raise :class:`CertificateError` unless ``cert`` chains to an anchor, is valid
-        at ``now``, names ``name`` as its common name and allows ``usage``
-        (``"digital_signature"`` or ``"key_agreement"``)."""
+        at ``now`` and not revoked, names ``name`` as its common name and allows ``usage``
+        (``"digital_signature"`` or ``"key_agreement"``).
+
+        ``validity=False`` checks only what cannot change with time (issuer, name, usage):
+        at start a node loads a participant whose certificate has expired or was revoked,
+        and refuses that participant's messages one by one (312) instead of not starting.
+        """
         for anchor in self.anchors:
             try:
                 cert.verify_directly_issued_by(anchor)
@@ -105,8 +138,8 @@ class TrustStore:
                 continue
         else:
             raise CertificateError(f"certificate of {name} is not issued by the federation CA")
-        if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-            raise CertificateError(f"certificate of {name} is not valid at {now.isoformat(timespec='seconds')}")
+        if validity:
+            self.check_validity(cert, name=name, now=now)
         if common_name(cert) != name:
             raise CertificateError(f"certificate names {common_name(cert)!r}, expected {name!r}")
         try:
@@ -207,11 +240,17 @@ class RecipientKey:
 
     name: str
     key: ECKey
+    certificate: x509.Certificate | None = None
 
     @classmethod
-    def from_certificate(cls, name: str, cert: x509.Certificate, trust: TrustStore, now: datetime) -> RecipientKey:
-        trust.check(cert, name=name, usage="key_agreement", now=now)
-        return cls(name, ECKey.import_key(cert.public_key()))
+    def from_certificate(cls, name: str, cert: x509.Certificate, trust: TrustStore, now: datetime, *, validity: bool = True) -> RecipientKey:
+        trust.check(cert, name=name, usage="key_agreement", now=now, validity=validity)
+        return cls(name, ECKey.import_key(cert.public_key()), cert)
+
+    def check(self, trust: TrustStore, now: datetime) -> None:
+        """Still fit now (not expired, not revoked): checked for every message sealed for it."""
+        if self.certificate is not None:
+            trust.check(self.certificate, name=self.name, usage="key_agreement", now=now)
 
 
 def _aad(sender: str, message_id: str) -> bytes:
