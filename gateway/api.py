@@ -7,6 +7,7 @@ eCH-0090 receipt so a client can act on them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import datetime, timezone
 
@@ -115,7 +116,7 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
     payload_name = payload_part.filename or "data.xml"
 
     async def chunks():
-        while chunk := await payload_part.read_chunk(256 * 1024):
+        async for chunk in guarded(lambda: payload_part.read_chunk(256 * 1024), node.config.limits):
             yield chunk
 
     try:
@@ -268,6 +269,34 @@ async def inbox_ack(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+class SlowSender(GatewayError):
+    """A client that sends too slowly or stalls (slow-client protection): temporary, it may retry."""
+
+    status = StatusCode.NETWORK_ERROR
+
+
+async def guarded(read, limits):
+    """Chunks from ``read()`` until it returns b"": cut on a stall or a trickle below the minimum rate."""
+    loop = asyncio.get_running_loop()
+    started, received = loop.time(), 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(read(), timeout=limits.read_timeout_seconds)
+        except asyncio.TimeoutError:
+            raise SlowSender(f"nothing received for {limits.read_timeout_seconds:.0f} s") from None
+        if not chunk:
+            return
+        received += len(chunk)
+        elapsed = loop.time() - started
+        if elapsed > 30 and received / elapsed < limits.min_bytes_per_second:
+            raise SlowSender(f"{received / elapsed:.0f} bytes/s is below the minimum of {limits.min_bytes_per_second}")
+        yield chunk
+
+
+def guarded_body(content, limits):
+    return guarded(lambda: content.read(256 * 1024), limits)
+
+
 async def receive_transfer(request: web.Request) -> web.Response:
     """POST /node/v1/transfers — a peer node hands over one sealed message (mTLS only)."""
     node = request.app[NODE]
@@ -279,11 +308,7 @@ async def receive_transfer(request: web.Request) -> web.Response:
     except GatewayError as error:
         return web.json_response({"statusCode": int(error.status), "statusInfo": error.info}, status=400)
 
-    async def ciphertext():
-        while chunk := await request.content.read(256 * 1024):
-            yield chunk
-
-    stored = await node.receive(header, ciphertext(), peer)
+    stored = await node.receive(header, guarded_body(request.content, node.config.limits), peer)
     if isinstance(stored, RelayAck):
         return web.json_response({"statusCode": int(StatusCode.HANDED_OVER), "relayed": stored.token}, status=202)
     return web.json_response({"statusCode": stored.status, "receipt": stored.signature}, status=200 if stored.status == 100 else 422)

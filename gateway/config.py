@@ -164,6 +164,8 @@ class Limits:
     in_memory_payload_bytes: int = 8 * 1024 * 1024
     segment_size: int = 64 * 1024
     xml: XmlLimits = field(default_factory=XmlLimits)
+    read_timeout_seconds: float = 60.0  # a transfer or upload that sends nothing for this long is cut
+    min_bytes_per_second: int = 16 * 1024  # after 30 s, a slower sender is cut (slow-client protection)
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,8 @@ def load_config(path: Path | str) -> NodeConfig:
         max_payload_bytes=limits_table.positive("max_payload_bytes", int, Limits.max_payload_bytes),
         in_memory_payload_bytes=limits_table.positive("in_memory_payload_bytes", int, Limits.in_memory_payload_bytes),
         segment_size=limits_table.positive("segment_size", int, Limits.segment_size),
+        read_timeout_seconds=limits_table.positive("read_timeout_seconds", float, Limits.read_timeout_seconds),
+        min_bytes_per_second=limits_table.positive("min_bytes_per_second", int, Limits.min_bytes_per_second),
         xml=XmlLimits(
             max_bytes=limits_table.positive("xml_max_bytes", int, xml_defaults.max_bytes),
             max_depth=limits_table.positive("xml_max_depth", int, xml_defaults.max_depth),

@@ -728,7 +728,7 @@ class Node:
             raise SealError("envelope, seal and transfer disagree on sender or messageId")
         if recipient not in envelope.recipients:
             raise SealError(f"recipient {recipient} is not in the sealed envelope")
-        self.check_hops(header)
+        self.check_hops(header, peer)
         keys = self.hosted.get(recipient)
         if keys is not None:
             # SECURITY: a recipient whose encryption certificate expired or was revoked stops receiving (312).
@@ -747,14 +747,27 @@ class Node:
                 raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_RECEIVE)
         return verified, envelope, keys
 
-    def check_hops(self, header: TransferHeader) -> list[str]:
-        """The signed hop entries of a transfer: each by a federation node, about this message, no loop, not too many."""
+    def check_hops(self, header: TransferHeader, peer: str | None = None) -> list[str]:
+        """The signed hop entries of a transfer: each by a federation node, about this message, no loop, not too many.
+
+        SECURITY: a peer may only hand over what it forwards itself: the last entry must be
+        the connecting peer's own (its mTLS identity), signed at most ``expiry_days`` ago and
+        not in the future (clock skew of five minutes tolerated). A transfer from a peer
+        without its entry is refused with 302.
+        """
         nodes = []
+        now = self.clock.timestamp()
         for token in header.hops:
             node, claims = verify_node_signed(token, typ=HOP_TYPE, trust=self.trust, now=self.clock.now())
-            if claims.get("messageId") != header.message_id or claims.get("sender") != header.sender:
-                raise SealError("a hop entry is about another message")
+            if (claims.get("messageId"), claims.get("sender"), claims.get("recipient")) != (header.message_id, header.sender, header.recipient):
+                raise SealError("a hop entry is about another message or recipient")
+            when = claims.get("time")
+            if not isinstance(when, (int, float)) or when > now + 300 or when < now - (self.config.delivery.expiry_days + 1) * 86400:
+                raise SealError(f"the hop entry of {node} is outside the accepted time window")
             nodes.append(node)
+        if peer is not None and (not nodes or nodes[-1] != peer):
+            raise Refused(f"peer {peer} did not forward this transfer itself (its hop entry is missing)",
+                          status=StatusCode.UNKNOWN_PHYSICAL_SENDER)  # fmt: skip
         if self.id in nodes or len(set(nodes)) != len(nodes):
             raise Refused(f"routing loop: the message already passed {', '.join(nodes)}", status=StatusCode.UNKNOWN_RECIPIENT)
         if len(nodes) >= self.config.delivery.max_hops:

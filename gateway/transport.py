@@ -18,6 +18,8 @@ from .pki import key_passphrase
 from .ids import GatewayError, StatusCode
 
 MAX_HEADER_BYTES = 2 * 1024 * 1024
+# TLS 1.2: forward secrecy and AEAD only (no CBC, no RSA key exchange, no SHA-1 MACs).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 RECEIPTS_PATH = "/node/v1/receipts"  # a relay returns a final receipt to the node it took the message from
 TRANSFER_PATH = "/node/v1/transfers"
 
@@ -30,6 +32,7 @@ def server_context(config: NodeConfig, *, require_client_cert: bool) -> ssl.SSLC
     """TLS for our listeners: TLS 1.2+, our node certificate, peers checked against the trust store."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)  # TLS 1.3 suites are all AEAD and stay as OpenSSL sets them
     context.load_cert_chain(config.tls.certificate, config.tls.private_key, password=key_passphrase)
     for anchor in config.tls.trust_anchors:
         context.load_verify_locations(cafile=str(anchor))
@@ -42,6 +45,7 @@ def client_context(config: NodeConfig) -> ssl.SSLContext:
     """TLS for calls to peers: our certificate as client identity, peers verified by the trust store."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)  # TLS 1.3 suites are all AEAD and stay as OpenSSL sets them
     for anchor in config.tls.trust_anchors:
         context.load_verify_locations(cafile=str(anchor))
     context.load_cert_chain(config.tls.certificate, config.tls.private_key, password=key_passphrase)

@@ -119,7 +119,7 @@ async def test_the_destination_refuses_what_its_own_policy_forbids(governed, clo
         async def body():
             yield item.blob.read_bytes()
 
-        header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal)
+        header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal, item.hops)
         receipt = await kanton.receive(header, body(), peer="node-luzern")
         assert receipt.status in (310, 311)
         assert kanton.store.inbox(KANTON) == []

@@ -30,7 +30,7 @@ async def queued_transfer(federation, clock, nodes):
         status, _ = await api.submit(envelope, payload, "data.xml")
     assert status == 202
     (item,) = nodes["node-luzern"].store.queued()
-    header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal)
+    header = TransferHeader(item.sender, item.recipient, item.message_id, item.envelope, item.seal, item.hops)
     return header, item.blob.read_bytes()
 
 
@@ -38,13 +38,13 @@ def tamper_signature(header: TransferHeader) -> TransferHeader:
     head, payload, signature = header.seal.split(".")
     raw = base64.urlsafe_b64decode(signature + "==")
     forged = base64.urlsafe_b64encode(flip(raw, 5)).rstrip(b"=").decode()
-    return TransferHeader(header.sender, header.recipient, header.message_id, header.envelope, f"{head}.{payload}.{forged}")
+    return TransferHeader(header.sender, header.recipient, header.message_id, header.envelope, f"{head}.{payload}.{forged}", header.hops)
 
 
 def tamper_envelope(header: TransferHeader) -> TransferHeader:
     envelope = header.envelope.replace(b"<eCH-0090:messageClass>0<", b"<eCH-0090:messageClass>1<")
     assert envelope != header.envelope
-    return TransferHeader(header.sender, header.recipient, header.message_id, envelope, header.seal)
+    return TransferHeader(header.sender, header.recipient, header.message_id, envelope, header.seal, header.hops)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ async def test_a_message_sealed_for_another_recipient_cannot_be_opened(federatio
     )
     async with running(three, clock) as nodes:
         header, body = await queued_transfer(three, clock, nodes)
-        redirected = TransferHeader(header.sender, "2-LU-2", header.message_id, header.envelope, header.seal)
+        redirected = TransferHeader(header.sender, "2-LU-2", header.message_id, header.envelope, header.seal, header.hops)
         receipt = await nodes["node-kanton"].receive(redirected, chunks(body), peer="node-luzern")
         assert StatusCode(receipt.status).is_permanent_failure
         assert nodes["node-kanton"].store.inbox("2-LU-2") == []
