@@ -61,7 +61,7 @@ from .crypto.seal import (
 from .directory import DirectoryCache, https_fetcher
 from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
-from .payload import PayloadCheck
+from .payload import CheckedPayload, PayloadCheck, check_tree
 from .audit import Action, Actor, ActorKind, AuditLog, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
 from .audit import Outcome as AuditOutcome
 from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
@@ -571,6 +571,11 @@ class Node:
             redactions = tuple(decision.redactions) if decision is not None else ()
             target = self.recipient_adapters.get(item[0]) if inspection is not None else None
             variants.setdefault((redactions, target), []).append(item)
+        # The payload was parsed once above; validate that tree rather than parse it again to seal.
+        acceptance = _strictest(mode for _, _, mode in plan)
+        checked = None
+        if tree is not None:
+            checked = check_tree(tree, acceptance, self.catalog)
         parts = []
         for (redactions, target), members in variants.items():
             data = payload
@@ -583,7 +588,8 @@ class Node:
                     data = converted
                     target_name = target.detect(parse_xml(data, self.config.limits.xml))[0].name
                     conversion = f"{inspection.adapter.name} → {target_name}"
-            part = await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members)
+            check = CheckedPayload(acceptance, checked) if tree is not None else None
+            part = await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members, check=check)
             parts.append(dataclasses.replace(part, converted=conversion) if conversion else part)
         return parts, decisions, refs
 
@@ -594,10 +600,13 @@ class Node:
             raise Refused("payload too large to apply the redactions its policy requires", status=StatusCode.MESSAGE_TOO_LARGE)
         return [await self.seal_payload(envelope, envelope_xml, _hashed(rest, content), payload_name, plan)], decisions, ()
 
-    async def seal_payload(self, envelope, envelope_xml, payload, payload_name, plan) -> SealedPart:
-        """Check the payload as it streams (route's acceptance) and seal it for ``plan``'s recipients."""
+    async def seal_payload(self, envelope, envelope_xml, payload, payload_name, plan, *, check=None) -> SealedPart:
+        """Check the payload as it streams (route's acceptance) and seal it for ``plan``'s recipients.
+
+        ``check`` is a :class:`CheckedPayload` when the payload was already checked in memory.
+        """
         acceptance = _strictest(mode for _, _, mode in plan)
-        check = PayloadCheck(acceptance, self.catalog, self.config.limits.xml)
+        check = check or PayloadCheck(acceptance, self.catalog, self.config.limits.xml)
         sealing = Sealing(
             sender=envelope.sender,
             message_id=envelope.message_id,

@@ -124,6 +124,43 @@ class PayloadCheck:
         return "well-formed XML"
 
 
+class CheckedPayload:
+    """A payload already parsed (safely) and checked in memory: sealing only counts its bytes.
+
+    The origin parses every payload up to ``in_memory_payload_bytes`` once, for the header,
+    format, policy and person checks; validating that tree (:func:`check_tree`) instead of
+    parsing the same bytes again while sealing halves the XML cost of a message.
+    """
+
+    def __init__(self, acceptance: PayloadAcceptance, namespace: str | None) -> None:
+        self.acceptance = acceptance
+        self.namespace = namespace
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+
+    def finish(self) -> None:
+        if self.size == 0:
+            raise PayloadRefused("payload is empty", status=StatusCode.NO_PAYLOAD)
+
+
+def check_tree(tree: etree._ElementTree, acceptance: PayloadAcceptance, catalog: SchemaCatalog) -> str:
+    """What :class:`PayloadCheck` decides, for a payload already parsed by ``gateway.safexml``.
+
+    Returns the root namespace; raises :class:`PayloadRefused` (200) with the same texts.
+    """
+    namespace = etree.QName(tree.getroot()).namespace or ""
+    if acceptance is PayloadAcceptance.SCHEMA_VALID:
+        if not catalog.has(namespace):
+            raise PayloadRefused(f"no schema for payload namespace {namespace or '(none)'}; the route accepts schema-valid payloads only")
+        schema = catalog.schema_for(namespace)
+        if not schema.validate(tree):
+            error = schema.error_log.last_error
+            raise PayloadRefused(f"payload is not valid against the schema of {namespace}: line {error.line}: {redact_quoted(error.message)}")
+    return namespace
+
+
 def _line(exc: Exception) -> str:
     # SECURITY: libxml2 quotes offending values, which may be personal data.
     return redact_quoted(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
