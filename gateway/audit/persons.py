@@ -60,9 +60,9 @@ def person_refs(payload_tree: etree._ElementTree | etree._Element, secret: bytes
     """
     root = payload_tree.getroot() if hasattr(payload_tree, "getroot") else payload_tree
     found: set[str] = set()
-    for element in root.iter(etree.Element):
-        tag = element.tag
-        if not isinstance(tag, str) or not tag.startswith("{" + _ECH_0044):
+    # Filtered by local name in C ("{*}" matches any namespace), then by the eCH-0044 namespace.
+    for element in root.iter("{*}vn", "{*}localPersonId"):
+        if not element.tag.startswith("{" + _ECH_0044):
             continue
         name = _local(element)
         if name == "vn":

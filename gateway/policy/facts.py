@@ -66,11 +66,12 @@ def _has_lock(root: etree._Element) -> bool:
     # SECURITY: any lock anywhere in the document counts (the header's eCH-0078 extension,
     # a person's eCH-0021 dataLock/paperLock, eCH-0020 v3 lockData, eCH-0021 v8 addressLock,
     # the eCH-0045 voter's dataLock), in any eCH namespace. "0" means no lock.
-    for element in root.iter(etree.Element):
-        name = _local(element)
+    # lxml filters the lock elements by local name in C ("{*}" matches any namespace); only
+    # those few are then checked for an eCH namespace.
+    for element in root.iter(*(f"{{*}}{name}" for name in _LOCK_NAMES)):
         if not _ECH_NS.fullmatch(etree.QName(element).namespace or ""):
             continue
         # eCH-0021 v7 lockData wraps dataLock/paperLock children, which this walk visits too.
-        if name in _LOCK_NAMES and (element.text or "").strip() not in ("", "0", "false"):
+        if (element.text or "").strip() not in ("", "0", "false"):
             return True
     return False
