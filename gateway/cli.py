@@ -15,11 +15,16 @@ from .ids import ParticipantId
 def _node_run(args: argparse.Namespace) -> int:
     from .server import serve
 
+    from .logs import config_identifiers, configure_logging
+
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    # SECURITY: a running node logs JSON lines through the scrubbing filter (docs/observability.md).
+    configure_logging(config.node_id, level=logging.INFO if args.verbose else logging.WARNING,
+                      identifiers=config_identifiers(config))  # fmt: skip
     asyncio.run(serve(config))
     return 0
 

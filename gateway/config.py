@@ -193,6 +193,7 @@ class NodeConfig:
     # (this category, the AHV number); None refuses such a conversion with 303.
     local_person_id_category: str | None = None
     directory: DirectorySettings | None = None
+    ops: Address | None = None  # /healthz, /readyz, /metrics (plain HTTP, for probes and Prometheus)
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -412,6 +413,7 @@ def load_config(path: Path | str) -> NodeConfig:
         operators=tuple(operators),
         local_person_id_category=root.sub("adapters", required=False).get("local_person_id_category", str, None),
         directory=_directory(root),
+        ops=node.address("ops") if "ops" in node.data else None,
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),

@@ -61,6 +61,8 @@ from .crypto.seal import (
 from .directory import DirectoryCache, https_fetcher
 from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
+from .logs import bound
+from .metrics import NodeMetrics, RetryReason, Stage, StageOutcome
 from .payload import CheckedPayload, PayloadCheck, check_tree
 from .audit import Action, Actor, ActorKind, AuditLog, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
 from .audit import Outcome as AuditOutcome
@@ -190,6 +192,7 @@ class Node:
         delivery = config.delivery
         self.breakers = {peer.id: CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds, max(delivery.breaker_seconds, delivery.retry_max_seconds))
                          for peer in config.peers}  # fmt: skip
+        self.metrics = NodeMetrics(self)
 
     @staticmethod
     def _load_trust(config: NodeConfig) -> TrustStore:
@@ -455,27 +458,40 @@ class Node:
         self, envelope_xml: bytes, payload: AsyncIterator[bytes], *, payload_name: str, system: LocalSystem | None
     ) -> Accepted:
         """The origin hop. Returns only when the message is durably stored (then: 202)."""
+        with self.metrics.timed(Stage.SUBMIT) as hop:
+            accepted = await self._submit(envelope_xml, payload, payload_name=payload_name, system=system)
+            if accepted.duplicate:
+                hop.outcome = StageOutcome.DUPLICATE
+            return accepted
+
+    async def _submit(self, envelope_xml: bytes, payload: AsyncIterator[bytes], *, payload_name: str, system: LocalSystem | None) -> Accepted:
         try:
-            envelope = self.parse_envelope(envelope_xml)
+            with self.metrics.timed(Stage.PARSE_ENVELOPE):
+                envelope = self.parse_envelope(envelope_xml)
         except GatewayError as error:
             # Nothing can be recorded against an unreadable envelope but the receipt.
             raise Refused(error.info, status=error.status) from None
-        try:
-            plan = self.check_participants(envelope, system)
-            self.check_message_date(envelope)
-            content = new_hash()
-            content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
-            actor = Actor(ActorKind.LOCAL_SYSTEM, system.name if system else f"sedex-folder:{envelope.sender}")
-            head, rest = await self.read_head(payload)
-            if rest is None:
-                content.update(head)
-                parts, decisions, refs = await self.inspect_decide_and_seal(envelope, envelope_xml, head, payload_name, plan)
-            else:
-                parts, decisions, refs = await self.decide_and_seal_streamed(envelope, envelope_xml, head, rest, payload_name, plan, content)
-            return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
-        except GatewayError as error:
-            self._record_refusal(envelope, error)
-            raise
+        with bound(message_id=envelope.message_id, sender=str(envelope.sender)):
+            try:
+                with self.metrics.timed(Stage.CHECK_PARTICIPANTS):
+                    plan = self.check_participants(envelope, system)
+                with self.metrics.timed(Stage.CHECK_MESSAGE_DATE):
+                    self.check_message_date(envelope)
+                content = new_hash()
+                content.update(len(envelope_xml).to_bytes(8, "big") + envelope_xml)
+                actor = Actor(ActorKind.LOCAL_SYSTEM, system.name if system else f"sedex-folder:{envelope.sender}")
+                with self.metrics.timed(Stage.SEAL):
+                    head, rest = await self.read_head(payload)
+                    if rest is None:
+                        content.update(head)
+                        parts, decisions, refs = await self.inspect_decide_and_seal(envelope, envelope_xml, head, payload_name, plan)
+                    else:
+                        parts, decisions, refs = await self.decide_and_seal_streamed(envelope, envelope_xml, head, rest, payload_name, plan, content)
+                with self.metrics.timed(Stage.PERSIST):
+                    return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
+            except GatewayError as error:
+                self._record_refusal(envelope, error)
+                raise
 
     async def read_head(self, payload: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes] | None]:
         """Read up to the in-memory limit; ``rest`` is None when that was the whole payload.
@@ -537,6 +553,8 @@ class Node:
         ]
         now = self.clock.now()
         decisions = [self.policies.engine.decide(request, now, "origin") for request in requests]
+        for decision in decisions:
+            self.metrics.policy_decision("origin", decision)
         denied = [(str(recipient), d) for (recipient, _, _), d in zip(plan, decisions) if not d.allowed]
         if denied:
             names = ", ".join(r for r, _ in denied)
@@ -711,6 +729,7 @@ class Node:
         receipts = []
         for r in envelope.recipients:
             status, info = per_recipient.get(str(r), (error.status, error.info))
+            self.metrics.receipt(int(status))
             receipts.append(StoredReceipt(str(envelope.sender), envelope.message_id, str(r), int(status),
                                           Receipt.for_envelope(envelope, r, status, info, now).to_xml(), None, now.timestamp()))  # fmt: skip
         self.store.refuse(
@@ -752,6 +771,7 @@ class Node:
             request = PolicyRequest(envelope.sender, recipient, envelope.message_type, envelope.message_class,
                                     verified.plaintext_length, None)  # fmt: skip
             decision = self.policies.engine.decide(request, self.clock.now(), "destination" if keys else "relay")
+            self.metrics.policy_decision("destination" if keys else "relay", decision)
             if not decision.allowed:
                 raise Refused(decision.reason, status=decision.status or StatusCode.NOT_ALLOWED_TO_RECEIVE)
         return verified, envelope, keys
@@ -796,6 +816,14 @@ class Node:
 
         For a recipient hosted further on, this node is a relay: see :meth:`relay`.
         """
+        with bound(message_id=header.message_id, sender=header.sender, recipient=header.recipient, peer=peer), \
+                self.metrics.timed(Stage.RECEIVE) as hop:
+            result = await self._receive(header, ciphertext, peer)
+            if isinstance(result, StoredReceipt) and result.status != int(StatusCode.DELIVERED):
+                hop.refused(result.status)
+            return result
+
+    async def _receive(self, header: TransferHeader, ciphertext: AsyncIterator[bytes], peer: str | None) -> StoredReceipt | RelayAck:
         try:
             verified, envelope, keys = self.verify_transfer(header, peer)
         except GatewayError as error:
@@ -1013,6 +1041,7 @@ class Node:
                 delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
                                       cap=self.config.delivery.retry_max_seconds, rng=self.rng)  # fmt: skip
                 log.info("receipt return to %s failed (%s); next attempt in %.1fs", item.upstream, _describe(error), delay)
+                self.metrics.retry(item.upstream, RetryReason.RETURN_FAILED)
                 self.store.return_later(item, self.clock.timestamp() + delay)
         return done
 
@@ -1087,7 +1116,12 @@ class Node:
 
         async def one(item: Outgoing) -> bool:
             async with semaphore:
-                return await self.forward(item)
+                with bound(message_id=item.message_id, sender=item.sender, recipient=item.recipient, peer=item.via), \
+                        self.metrics.timed(Stage.FORWARD) as attempt:
+                    settled = await self.forward(item)
+                    if not settled:
+                        attempt.outcome = StageOutcome.RETRIED
+                    return settled
 
         results = await asyncio.gather(*(one(item) for item in due))
         return sum(results)
@@ -1122,6 +1156,7 @@ class Node:
         signature = self._sign_receipt(receipt_xml, item.ciphertext_sha256, events)
         self.store.settle(item, state, receipt_status=int(status), receipt=receipt_xml, receipt_signature=signature,
                           events=events, now=now.timestamp(), return_token=self._return_token(item, signature, events))  # fmt: skip
+        self.metrics.receipt(int(status))
         self._release_blob(item)
 
     def _breaker_allows(self, via: str, now: float, probes: set[str]) -> bool:
@@ -1162,6 +1197,7 @@ class Node:
                 item, self.clock.timestamp() + delay,
                 self.event("retry", status=int(StatusCode.NETWORK_ERROR), detail=f"{item.via}: {_describe(error)}; next attempt in {delay:.1f}s"),
             )  # fmt: skip
+            self.metrics.retry(item.via, RetryReason.NETWORK)
             self._peer_failed(item.via)
             return False
         breaker = self.breakers.get(item.via)
@@ -1230,6 +1266,7 @@ class Node:
             claims = verify_signed(stored.signature or "", typ=RECEIPT_TYPE, signer=signer, trust=self.trust, now=self.clock.now())
         except GatewayError as error:
             log.warning("receipt from %s rejected: %s", signer, error.info)
+            self.metrics.retry(item.via, RetryReason.RECEIPT_REJECTED)
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", detail=f"receipt from {signer} rejected"))  # fmt: skip
             return False
@@ -1260,6 +1297,7 @@ class Node:
             return False
         remote_events = _events(claims.get("events", [])) if receipt_events else []
         if receipt.status.is_temporary_failure:
+            self.metrics.retry(item.via, RetryReason.TEMPORARY_CODE)
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(receipt.status), detail=receipt.status_info))  # fmt: skip
             return False
@@ -1277,6 +1315,7 @@ class Node:
             self.audit_append(records)
         except AuditUnavailable:
             # Fail closed: the receipt is not taken; the retry gets the same receipt again.
+            self.metrics.retry(item.via, RetryReason.AUDIT_UNAVAILABLE)
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(StatusCode.LOGGING_NOT_REACHABLE), detail="audit log unavailable"))  # fmt: skip
             return False
@@ -1284,6 +1323,8 @@ class Node:
                                     receipt_signature=final, events=events, now=self.clock.timestamp(),
                                     return_token=self._return_token(item, final, events))  # fmt: skip
         self._release_blob(item)
+        if settled:
+            self.metrics.receipt(int(receipt.status))
         if settled and item.upstream:
             self._wake.set()
         return settled

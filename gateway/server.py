@@ -12,6 +12,7 @@ from .api import local_api, node_api
 from .config import NodeConfig
 from .audit import Actor, ActorKind
 from .folders import participant_folders
+from .health import ops_app
 from .ids import GatewayError
 from .node import Node
 from .transport import server_context
@@ -28,6 +29,12 @@ async def start_listeners(node: Node) -> list[web.AppRunner]:
         await runner.setup()
         site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls))
         await site.start()
+        runners.append(runner)
+    if config.ops is not None:
+        # Probes and Prometheus: no secrets and no message data on this listener.
+        runner = web.AppRunner(ops_app(node, node.metrics), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, config.ops.host, config.ops.port).start()
         runners.append(runner)
     return runners
 

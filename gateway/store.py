@@ -323,6 +323,20 @@ class Store:
         )
         return [self._outgoing(r) for r in cursor]
 
+    def queue_stats(self) -> list[tuple]:
+        """(next hop, state, count, oldest messageDate) of queued and handed messages, for metrics."""
+        return self.db.execute(
+            "SELECT via, state, COUNT(*), MIN(message_date) FROM outgoing WHERE state IN ('queued', 'handed') GROUP BY via, state"
+        ).fetchall()
+
+    def inbox_backlog(self) -> list[tuple]:
+        """(recipient, delivered but not acknowledged), for metrics."""
+        return self.db.execute("SELECT recipient, COUNT(*) FROM inbox WHERE state='delivered' GROUP BY recipient").fetchall()
+
+    def ping(self) -> None:
+        """A trivial query: the store answers (readiness)."""
+        self.db.execute("SELECT 1").fetchone()
+
     def expiring(self, now: float, horizon: float) -> list[Outgoing]:
         """Queued or handed rows that expire before ``now + horizon``: not yet warned, or already expired."""
         cursor = self.db.execute(
