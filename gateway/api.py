@@ -15,17 +15,16 @@ from aiohttp import web
 
 from .audit import Actor, ActorKind
 from .audit.api import auditor_app
-from .config import LocalSystem, Operator, OperatorRole
+from .auth import PRINCIPAL, NodeAuthentication, Principal, audit_authenticator
 from .directory import directory_routes
 from .envelope import format_datetime
 from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
 from .node import Node, RelayAck
+from .pki import load_private_key
 from .receipt import parse_receipt
 from .transport import RECEIPTS_PATH, TRANSFER_PATH, peer_common_name, read_header
 
 NODE = web.AppKey("node", Node)
-SYSTEM = web.RequestKey("system", LocalSystem)
-OPERATOR = web.RequestKey("operator", Operator)
 
 _HTTP_STATUS = {
     StatusCode.DUPLICATE_MESSAGE_ID: 409,
@@ -54,45 +53,13 @@ def _error(status: StatusCode, info: str, receipt: bytes | None = None) -> web.R
     return web.json_response(body, status=_http_status(status))
 
 
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else ""
-
-
-def _unauthorized() -> web.Response:
-    return web.json_response({"error": "a valid bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
-
-
-@web.middleware
-async def bearer_auth(request: web.Request, handler):
-    """SECURITY: deny by default; every local API call names its local system by token."""
-    node = request.app[NODE]
-    token = bearer_token(request)
-    system = next((s for s in node.config.local_systems if token and s.accepts(token)), None)
-    if system is None:
-        return _unauthorized()
-    request[SYSTEM] = system
-    return await handler(request)
-
-
-@web.middleware
-async def admin_auth(request: web.Request, handler):
-    """SECURITY: the admin API takes admin tokens only (not a local system's, not an auditor's)."""
-    operator = request.app[NODE].config.operator(bearer_token(request), OperatorRole.ADMIN)
-    if operator is None:
-        return _unauthorized()
-    request[OPERATOR] = operator
-    return await handler(request)
-
-
 def _participant(request: web.Request) -> ParticipantId:
-    system: LocalSystem = request[SYSTEM]
     try:
         participant = ParticipantId.parse(request.match_info["participant"])
     except InvalidIdentifier:
         raise web.HTTPBadRequest(text="not a participant ID") from None
     # SECURITY: a system sees only the participants it is bound to; others look absent.
-    if participant not in system.participants:
+    if not request[PRINCIPAL].may_act_for(participant):
         raise web.HTTPNotFound(text="no such participant for this system")
     return participant
 
@@ -120,7 +87,7 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
             yield chunk
 
     try:
-        accepted = await node.submit(envelope_xml, chunks(), payload_name=payload_name, system=request[SYSTEM])
+        accepted = await node.submit(envelope_xml, chunks(), payload_name=payload_name, system=request[PRINCIPAL])
     except GatewayError as error:
         return _error(error.status, error.info, _receipt_for(node, envelope_xml, error))
     envelope = accepted.envelope
@@ -241,7 +208,7 @@ async def inbox_payload(request: web.Request) -> web.StreamResponse:
     node, entry = _inbox_entry(request)
     try:
         verified, plaintext = node.open_inbox_entry(entry)
-        node.record_fetch(entry, Actor(ActorKind.LOCAL_SYSTEM, request[SYSTEM].name))
+        node.record_fetch(entry, Actor(ActorKind.LOCAL_SYSTEM, request[PRINCIPAL].name))
     except GatewayError as error:  # AuditUnavailable (403) included: no record, no payload
         return _error(error.status, error.info)
     response = web.StreamResponse(
@@ -254,7 +221,7 @@ async def inbox_payload(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     async for chunk in plaintext:
         await response.write(chunk)
-    node.store.add_events(entry.sender, entry.message_id, [(entry.recipient, node.event("fetched", detail=request[SYSTEM].name))])
+    node.store.add_events(entry.sender, entry.message_id, [(entry.recipient, node.event("fetched", detail=request[PRINCIPAL].name))])
     await response.write_eof()
     return response
 
@@ -265,7 +232,7 @@ def _safe_name(name: str) -> str:
 
 async def inbox_ack(request: web.Request) -> web.Response:
     node, entry = _inbox_entry(request)
-    node.store.acknowledge(entry, node.event("acknowledged", detail=request[SYSTEM].name))
+    node.store.acknowledge(entry, node.event("acknowledged", detail=request[PRINCIPAL].name))
     return web.Response(status=204)
 
 
@@ -351,7 +318,7 @@ async def policy_status(request: web.Request) -> web.Response:
 async def policy_reload(request: web.Request) -> web.Response:
     """POST /admin/v1/policies/reload — load the policy files again (audited); a bad set keeps the old one."""
     node = request.app[NODE]
-    operator: Operator = request[OPERATOR]
+    operator: Principal = request[PRINCIPAL]
     try:
         result = node.reload_policies(Actor(ActorKind.ADMIN, operator.name))
     except GatewayError as error:  # AuditUnavailable (403) included: nothing changed
@@ -363,7 +330,7 @@ async def routes_reload(request: web.Request) -> web.Response:
     """POST /admin/v1/routes/reload — read the node file again, swap routes and peers (audited)."""
     node = request.app[NODE]
     try:
-        result = node.reload_routes(Actor(ActorKind.ADMIN, request[OPERATOR].name))
+        result = node.reload_routes(Actor(ActorKind.ADMIN, request[PRINCIPAL].name))
     except GatewayError as error:  # AuditUnavailable (403): nothing changed
         return _error(error.status, error.info)
     return web.json_response(result.to_json(), status=200 if result.accepted else 422)
@@ -379,9 +346,17 @@ async def routes_status(request: web.Request) -> web.Response:
 
 
 def local_api(node: Node) -> web.Application:
-    """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors."""
-    limit = node.config.limits.max_envelope_bytes
-    systems = web.Application(middlewares=[bearer_auth], client_max_size=limit)
+    """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors,
+    /oauth2 for tokens. SECURITY: one middleware authenticates every request and checks the
+    scope gateway.auth.ROUTE_SCOPES maps the route to; a route not in that table is refused."""
+    config = node.config
+    limit = config.limits.max_envelope_bytes
+    auth = NodeAuthentication.create(
+        node_id=config.node_id, signing_key=load_private_key(config.tls.private_key), now=node.clock.now,
+        local_systems=config.local_systems, operators=config.operators,
+        clients=config.oauth_clients, oauth2=config.oauth2, oidc=config.oidc,
+    )  # fmt: skip
+    systems = web.Application(client_max_size=limit)
     systems[NODE] = node
     systems.router.add_post("/messages", submit_message)
     systems.router.add_get("/messages/{participant}/{message_id}", message_status)
@@ -390,24 +365,21 @@ def local_api(node: Node) -> web.Application:
     systems.router.add_get("/participants/{participant}/inbox/{sender}/{message_id}/envelope", inbox_envelope)
     systems.router.add_get("/participants/{participant}/inbox/{sender}/{message_id}/payload", inbox_payload)
     systems.router.add_post("/participants/{participant}/inbox/{sender}/{message_id}/ack", inbox_ack)
-    admin = web.Application(middlewares=[admin_auth])
+    admin = web.Application()
     admin[NODE] = node
     admin.router.add_get("/policies", policy_status)
     admin.router.add_post("/policies/reload", policy_reload)
     admin.router.add_get("/routes", routes_status)
     admin.router.add_post("/routes/reload", routes_reload)
-    app = web.Application(client_max_size=limit)
+    app = web.Application(client_max_size=limit, middlewares=[auth.middleware()])
     app[NODE] = node
+    app.cleanup_ctx.append(auth.cleanup_ctx)
     app.add_subapp("/api/v1", systems)
     app.add_subapp("/admin/v1", admin)
     app.add_subapp("/audit/v1", auditor_app(node.audit, person_secret=node.person_secret, now=node.clock.now,
-                                            authenticate=lambda token: _operator_name(node, token, OperatorRole.AUDITOR)))  # fmt: skip
+                                            authenticate=audit_authenticator()))  # fmt: skip
+    app.add_subapp("/oauth2", auth.token_app())
     return app
-
-
-def _operator_name(node: Node, token: str, role: OperatorRole) -> str | None:
-    operator = node.config.operator(token, role)
-    return operator.name if operator else None
 
 
 def node_api(node: Node) -> web.Application:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .auth import AuthConfigError, OAuth2Settings, OAuthClient, OidcSettings, parse_clients, parse_oauth2, parse_oidc
 from .ids import InvalidIdentifier, ParticipantId
 from .safexml import XmlLimits
 
@@ -194,6 +195,9 @@ class NodeConfig:
     local_person_id_category: str | None = None
     directory: DirectorySettings | None = None
     ops: Address | None = None  # /healthz, /readyz, /metrics (plain HTTP, for probes and Prometheus)
+    oauth2: OAuth2Settings | None = None  # the node's token endpoint (docs/authentication.md)
+    oauth_clients: tuple[OAuthClient, ...] = ()
+    oidc: OidcSettings | None = None  # tokens from an external OpenID Connect provider
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -310,6 +314,12 @@ def load_config(path: Path | str) -> NodeConfig:
             )
         )
     hosted_ids = {p.id for p in participants}
+    try:
+        oauth2 = parse_oauth2(data.get("oauth2"), source=source, node_id=node.get("id", str))
+        oauth_clients = parse_clients(data.get("oauth_clients"), source=source, hosted=hosted_ids)
+        oidc = parse_oidc(data.get("oidc"), source=source, hosted=hosted_ids)
+    except AuthConfigError as error:
+        raise ConfigError(str(error)) from None
 
     systems = []
     for table in root.items("local_systems"):
@@ -414,6 +424,9 @@ def load_config(path: Path | str) -> NodeConfig:
         local_person_id_category=root.sub("adapters", required=False).get("local_person_id_category", str, None),
         directory=_directory(root),
         ops=node.address("ops") if "ops" in node.data else None,
+        oauth2=oauth2,
+        oauth_clients=oauth_clients,
+        oidc=oidc,
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),

@@ -402,6 +402,7 @@ class Node:
                            file_digest(config.tls.certificate)),
             "local_systems": digest(sorted((s.name, s.token_sha256, sorted(map(str, s.participants))) for s in config.local_systems)),
             "operators": digest(sorted((o.name, o.role.value, o.token_sha256) for o in config.operators)),
+            "oauth": digest(sorted(repr(c) for c in config.oauth_clients), repr(config.oauth2), repr(config.oidc)),
             "policy_revision": (self.policies.revision or "") if self.policies else "",
         }  # fmt: skip
 

@@ -54,9 +54,9 @@ async def test_policy_status_shows_the_revision_and_each_rules_purpose_and_legal
         assert rule["purpose"] and rule["legalBasis"] and rule["legalReference"]
 
 
-@pytest.mark.parametrize("who", ["none", "system", "auditor", "other-node-admin"])
-async def test_only_this_nodes_admin_may_use_the_admin_api(governed, clock, who):
-    """Deny by default: no token, a local system's token, an auditor's or another node's admin token get 401."""
+@pytest.mark.parametrize(("who", "expected"), [("none", 401), ("system", 403), ("auditor", 403), ("other-node-admin", 401)])
+async def test_only_this_nodes_admin_may_use_the_admin_api(governed, clock, who, expected):
+    """Deny by default: no token or an unknown one (another node's) → 401; a local system's or an auditor's → 403."""
     token = {
         "none": None,
         "system": governed.tokens[LUZERN],
@@ -67,7 +67,7 @@ async def test_only_this_nodes_admin_may_use_the_admin_api(governed, clock, who)
         before = nodes["node-luzern"].policies.revision
         for method, path in (("GET", "/admin/v1/policies"), ("POST", "/admin/v1/policies/reload")):
             status, _ = await call(governed, "node-luzern", method, path, token)
-            assert status == 401
+            assert status == expected
         assert nodes["node-luzern"].policies.revision == before
         assert reloads(nodes["node-luzern"]) == []
 
@@ -152,12 +152,13 @@ async def test_sighup_reloads_the_policies_of_a_running_node_process(governed, t
         process.wait(timeout=10)
 
 
-@pytest.mark.parametrize("who", ["none", "system", "admin"])
-async def test_the_audit_api_takes_only_this_nodes_auditor(governed, clock, who):
+@pytest.mark.parametrize(("who", "expected"), [("none", 401), ("system", 403), ("admin", 403)])
+async def test_the_audit_api_takes_only_this_nodes_auditor(governed, clock, who, expected):
     token = {"none": None, "system": governed.tokens[LUZERN], "admin": governed.operator_tokens["node-luzern"]["admin"]}[who]
-    async with running(governed, clock, "node-luzern"):
+    async with running(governed, clock, "node-luzern") as nodes:
         status, _ = await call(governed, "node-luzern", "GET", "/audit/v1/status", token)
-        assert status == 401
+        assert status == expected
+        assert [r for _, _, r in nodes["node-luzern"].audit.iter_records() if r.action is Action.AUDIT_READ] == []
 
 
 async def test_an_auditors_read_through_the_node_is_itself_recorded_with_the_auditors_name(governed, clock):
