@@ -21,5 +21,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# Long fault-injection campaign: 1,000 messages, SIGKILLs and proxy faults (tests/chaos, docs/reliability.md).
+chaos: $(STAMP)
+	$(BIN)/pytest tests/chaos -m chaos -s
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

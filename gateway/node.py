@@ -1168,9 +1168,21 @@ class Node:
         if breaker.allows(now) and via not in probes:
             probes.add(via)
             return True
-        # Held, so the forwarder sleeps instead of spinning; a successful probe releases them.
-        self.store.postpone(via, max(breaker.open_until, now + breaker.base))
+        # Held, so the forwarder sleeps instead of spinning: while open, until it half-opens;
+        # behind a half-open probe, for a while (a successful probe releases them at once).
+        self.store.postpone(via, breaker.open_until if not breaker.allows(now) else now + breaker.base)
         return False
+
+    def _peer_succeeded(self, via: str) -> None:
+        """A transfer to ``via`` was answered (a receipt or a relay's hand-over): close its breaker."""
+        breaker = self.breakers.get(via)
+        if breaker is not None and breaker.failures:
+            reopened = breaker.state == "open"
+            breaker.succeeded()
+            if reopened:
+                log.info("circuit breaker for peer %s closed; %d held message(s) released", via,
+                         self.store.release(via, self.clock.timestamp()))  # fmt: skip
+                self._wake.set()
 
     def _peer_failed(self, via: str) -> None:
         breaker = self.breakers.get(via)
@@ -1190,6 +1202,7 @@ class Node:
             else:
                 receipt, signer = await self._post_transfer(item, header)
             if isinstance(receipt, RelayAck):
+                self._peer_succeeded(item.via)
                 return self._handed_over(item, receipt, signer)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TemporaryFailure) as error:
             delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
@@ -1201,14 +1214,7 @@ class Node:
             self.metrics.retry(item.via, RetryReason.NETWORK)
             self._peer_failed(item.via)
             return False
-        breaker = self.breakers.get(item.via)
-        if breaker is not None and breaker.failures:
-            reopened = breaker.state == "open"
-            breaker.succeeded()
-            if reopened:
-                log.info("circuit breaker for peer %s closed; %d held message(s) released", item.via,
-                         self.store.release(item.via, self.clock.timestamp()))  # fmt: skip
-                self._wake.set()
+        self._peer_succeeded(item.via)
         return self._settle_with_receipt(item, receipt, signer)
 
     async def _post_transfer(self, item: Outgoing, header: TransferHeader) -> tuple[StoredReceipt, str]:
