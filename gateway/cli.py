@@ -151,11 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules():
     """Command groups contributed by subsystems, registered explicitly."""
+    from . import operator_cli
     from .audit import cli as audit_cli
     from .directory import cli as directory_cli
     from .policy import cli as policy_cli
 
-    return [policy_cli, audit_cli, directory_cli]
+    return [policy_cli, audit_cli, directory_cli, operator_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

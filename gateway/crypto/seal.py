@@ -22,6 +22,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -93,6 +94,9 @@ class TrustStore:
         if not self.anchors:
             raise ValueError("a trust store needs at least one anchor")
         self.crls = tuple(crls)
+        # (fingerprint, name, usage) of certificates whose issuer, name and usage were checked:
+        # those never change, so a message pays only for the time and revocation checks.
+        self._identities: set[tuple[bytes, str, str]] = set()
         for crl in self.crls:
             if not any(crl.issuer == a.subject and crl.is_signature_valid(a.public_key()) for a in self.anchors):
                 raise ValueError("a revocation list is not signed by a trust anchor")
@@ -130,6 +134,16 @@ class TrustStore:
         at start a node loads a participant whose certificate has expired or was revoked,
         and refuses that participant's messages one by one (312) instead of not starting.
         """
+        identity = (cert.fingerprint(hashes.SHA256()), name, usage)
+        if identity not in self._identities:
+            self._check_identity(cert, name=name, usage=usage)
+            if len(self._identities) > 10_000:
+                self._identities.clear()
+            self._identities.add(identity)
+        if validity:
+            self.check_validity(cert, name=name, now=now)
+
+    def _check_identity(self, cert: x509.Certificate, *, name: str, usage: str) -> None:
         for anchor in self.anchors:
             try:
                 cert.verify_directly_issued_by(anchor)
@@ -138,8 +152,6 @@ class TrustStore:
                 continue
         else:
             raise CertificateError(f"certificate of {name} is not issued by the federation CA")
-        if validity:
-            self.check_validity(cert, name=name, now=now)
         if common_name(cert) != name:
             raise CertificateError(f"certificate names {common_name(cert)!r}, expected {name!r}")
         try:
