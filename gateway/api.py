@@ -12,6 +12,7 @@ import base64
 from datetime import datetime, timezone
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .audit import Actor, ActorKind
 from .audit.api import auditor_app
@@ -20,6 +21,7 @@ from .directory import directory_routes
 from .envelope import format_datetime
 from .ids import GatewayError, InvalidIdentifier, ParticipantId, StatusCode, check_message_id
 from .node import Node, RelayAck
+from .openapi import OPENAPI_PATH, openapi_document
 from .pki import load_private_key
 from .receipt import parse_receipt
 from .transport import RECEIPTS_PATH, TRANSFER_PATH, peer_common_name, read_header
@@ -64,20 +66,38 @@ def _participant(request: web.Request) -> ParticipantId:
     return participant
 
 
+class MalformedMultipart(Exception):
+    """Part headers the multipart reader cannot parse: the client's error (400), not ours."""
+
+
+async def _next_part(reader):
+    try:
+        return await reader.next()
+    except (ValueError, UnicodeError, AssertionError, HttpProcessingError):
+        raise MalformedMultipart from None
+
+
 async def submit_message(request: web.Request) -> web.StreamResponse:
     """POST /api/v1/messages — multipart: ``envelope`` (eCH-0090 XML) then ``payload`` (streamed)."""
+    try:
+        return await _submit_message(request)
+    except MalformedMultipart:
+        return web.json_response({"error": "malformed multipart part headers"}, status=400)
+
+
+async def _submit_message(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
         return web.json_response({"error": "expected multipart/form-data with parts envelope and payload"}, status=400)
-    part = await reader.next()
+    part = await _next_part(reader)
     if part is None or part.name != "envelope":
         return web.json_response({"error": "the first part must be 'envelope'"}, status=400)
-    envelope_xml = await part.read(decode=False)
+    envelope_xml = bytes(await part.read(decode=False))
     if len(envelope_xml) > node.config.limits.max_envelope_bytes:
         return _error(StatusCode.INVALID_ENVELOPE, "envelope larger than the configured limit")
-    payload_part = await reader.next()
+    payload_part = await _next_part(reader)
     if payload_part is None or payload_part.name != "payload":
         return _error(StatusCode.NO_PAYLOAD, StatusCode.NO_PAYLOAD.default_info)
     payload_name = payload_part.filename or "data.xml"
@@ -158,7 +178,12 @@ async def list_receipts(request: web.Request) -> web.Response:
     """GET /api/v1/participants/{participant}/receipts?after=N — receipts for messages it sent."""
     node = request.app[NODE]
     participant = _participant(request)
-    after = int(request.query.get("after", "0") or 0)
+    try:
+        after = int(request.query.get("after", "0") or 0)
+        if not 0 <= after < 2**63:
+            raise ValueError
+    except ValueError:
+        raise web.HTTPBadRequest(text="after must be a receipt id (a non-negative integer)") from None
     return web.json_response(
         [{"id": i, **_receipt_json(r)} for i, r in node.store.receipts_for(str(participant), after)]
     )
@@ -345,6 +370,11 @@ async def routes_status(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /openapi.json — the OpenAPI 3.1 description of this listener (public)."""
+    return web.json_response(openapi_document())
+
+
 def local_api(node: Node) -> web.Application:
     """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors,
     /oauth2 for tokens. SECURITY: one middleware authenticates every request and checks the
@@ -373,6 +403,7 @@ def local_api(node: Node) -> web.Application:
     admin.router.add_post("/routes/reload", routes_reload)
     app = web.Application(client_max_size=limit, middlewares=[auth.middleware()])
     app[NODE] = node
+    app.router.add_get(OPENAPI_PATH, openapi_json)
     app.cleanup_ctx.append(auth.cleanup_ctx)
     app.add_subapp("/api/v1", systems)
     app.add_subapp("/admin/v1", admin)

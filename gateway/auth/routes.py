@@ -53,6 +53,8 @@ ROUTE_SCOPES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/audit/v1/proofs/consistency"): Scope.AUDIT_READ,
     # the OAuth2 token endpoint: clients authenticate there with their secret
     ("POST", "/oauth2/token"): PUBLIC,
+    # the OpenAPI description of this listener: no data, no secrets
+    ("GET", "/openapi.json"): PUBLIC,
 }
 
 

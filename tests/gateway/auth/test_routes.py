@@ -42,9 +42,9 @@ async def test_every_route_of_the_real_local_listener_has_a_rule_and_every_rule_
         await node.close()
 
 
-def test_only_the_token_endpoint_is_public():
-    """Deny by default: the one route that skips authentication is POST /oauth2/token."""
-    assert [key for key, rule in ROUTE_SCOPES.items() if rule is PUBLIC] == [("POST", "/oauth2/token")]
+def test_only_the_token_endpoint_and_the_api_description_are_public():
+    """Deny by default: the routes that skip authentication are POST /oauth2/token and GET /openapi.json."""
+    assert [key for key, rule in ROUTE_SCOPES.items() if rule is PUBLIC] == [("POST", "/oauth2/token"), ("GET", "/openapi.json")]
 
 
 def test_each_prefix_is_guarded_by_its_own_scope():
