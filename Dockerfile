@@ -22,6 +22,10 @@ FROM python:3.11-slim
 LABEL org.opencontainers.image.title="drehscheibe" \
       org.opencontainers.image.description="Drehscheibe node: secured eCH/sedex data exchange" \
       org.opencontainers.image.licenses="AGPL-3.0-or-later"
+# libpq5: the PostgreSQL client library the (pure-Python) psycopg driver loads for [store] backend = "postgresql".
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 \
+ && rm -rf /var/lib/apt/lists/*
 # SECURITY: a fixed, unprivileged UID/GID (the Helm chart's runAsUser/fsGroup) without a login shell.
 RUN groupadd --system --gid 10001 drehscheibe \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/drehscheibe --no-create-home \

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .auth import AuthConfigError, OAuth2Settings, OAuthClient, OidcSettings, parse_clients, parse_oauth2, parse_oidc
+from .store_pg import InvalidStoreSetting, StoreSettings
 from .ids import InvalidIdentifier, ParticipantId
 from .safexml import XmlLimits
 
@@ -198,6 +199,7 @@ class NodeConfig:
     oauth2: OAuth2Settings | None = None  # the node's token endpoint (docs/authentication.md)
     oauth_clients: tuple[OAuthClient, ...] = ()
     oidc: OidcSettings | None = None  # tokens from an external OpenID Connect provider
+    store_backend: StoreSettings = field(default_factory=StoreSettings)  # [store]: sqlite (default) or postgresql
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -427,6 +429,7 @@ def load_config(path: Path | str) -> NodeConfig:
         oauth2=oauth2,
         oauth_clients=oauth_clients,
         oidc=oidc,
+        store_backend=_store_backend(root),
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),
@@ -484,3 +487,16 @@ def _paths(table: _Reader, key: str) -> tuple[Path, ...]:
     if not all(isinstance(v, str) for v in values):
         raise table.fail(key, values, "expected a list of file names")
     return tuple(_Reader(table.source, {"p": v}, f"{table.prefix}{key}.").path("p") for v in values)
+
+
+def _store_backend(root: _Reader) -> StoreSettings:
+    table = root.sub("store", required=False)
+    for key in sorted(set(table.data) - {"backend", "dsn", "schema", "replica", "lease_seconds", "orphan_grace_seconds"}):
+        raise table.fail(key, table.data[key], "unknown key")
+    try:
+        return StoreSettings(backend=table.get("backend", str, "sqlite"), dsn=table.get("dsn", str, None),
+                             schema=table.get("schema", str, "drehscheibe"), replica=table.get("replica", str, None),
+                             lease_seconds=table.get("lease_seconds", float, 300.0),
+                             orphan_grace_seconds=table.get("orphan_grace_seconds", float, 3600.0))  # fmt: skip
+    except InvalidStoreSetting as error:
+        raise table.fail(error.key, error.value, error.why) from None

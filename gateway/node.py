@@ -72,7 +72,8 @@ from .safexml import parse_xml
 from .pki import load_certificate, load_crl, load_private_key
 from .receipt import Receipt, parse_receipt
 from .schemas import SchemaCatalog
-from .store import Event, Outcome, Outgoing, OutgoingState, Store, StoredReceipt
+from .store import Event, Outcome, Outgoing, OutgoingState, StoredReceipt
+from .store_pg import open_store
 from .transport import RECEIPTS_PATH, TRANSFER_PATH, TransferHeader, client_context
 
 log = logging.getLogger("drehscheibe.node")
@@ -179,7 +180,7 @@ class Node:
             PolicyStore(load_policy_set([config.policies], schemas=config.schemas), clock=self.clock.now, schemas=config.schemas)
             if config.policies else None
         )  # fmt: skip
-        self.store = Store(config.store)
+        self.store = open_store(config, clock=self.clock.timestamp)  # SQLite, or PostgreSQL shared by replicas
         self.store.remove_orphan_blobs()
         # SECURITY: no audit record, no processing. The log lives in its own file and is
         # signed with the node's key; a failing append refuses the message with 403.
@@ -1022,7 +1023,13 @@ class Node:
         final = claims["receipt"]
         _, inner = verify_node_signed(final, typ=RECEIPT_TYPE, trust=self.trust, now=self.clock.now())
         relayed_events = _events(claims.get("events", []))
-        return self._conclude(item, final, inner, relayed_events, Actor(ActorKind.PEER_NODE, peer), receipt_events=False)
+        if self._conclude(item, final, inner, relayed_events, Actor(ActorKind.PEER_NODE, peer), receipt_events=False):
+            return True
+        current = self.store.find_outgoing(item.sender, item.message_id, item.recipient)
+        if current is not None and current.state in (OutgoingState.QUEUED, OutgoingState.HANDED):
+            # Not taken (e.g. the audit log could not record it): the relay must send it again.
+            raise TemporaryReturnFailure("the returned receipt could not be recorded now", status=StatusCode.LOGGING_NOT_REACHABLE)
+        return False
 
     async def return_receipts(self) -> int:
         """Send the final receipts this relay owes upstream nodes; retry later on failure."""
@@ -1358,6 +1365,10 @@ class Node:
 
 class TemporaryFailure(Exception):
     """A transfer that should be retried later."""
+
+
+class TemporaryReturnFailure(GatewayError):
+    """A returned receipt this node could not take now; the relay keeps it and retries."""
 
 
 @dataclass(frozen=True)

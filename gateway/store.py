@@ -333,6 +333,9 @@ class Store:
         """(recipient, delivered but not acknowledged), for metrics."""
         return self.db.execute("SELECT recipient, COUNT(*) FROM inbox WHERE state='delivered' GROUP BY recipient").fetchall()
 
+    def extend_lease(self, item: Outgoing) -> None:
+        """No leases on the embedded store (one process owns it); see PgStore.extend_lease."""
+
     def ping(self) -> None:
         """A trivial query: the store answers (readiness)."""
         self.db.execute("SELECT 1").fetchone()

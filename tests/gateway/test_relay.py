@@ -324,3 +324,29 @@ async def test_if_a_relay_never_answers_the_origin_settles_a_day_after_expiry(hu
         await nodes["node-luzern"].forward_due()
         (origin,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
         assert origin.state is OutgoingState.EXPIRED and "no final receipt" in origin.receipt.decode()
+
+
+async def test_a_returned_receipt_the_origin_cannot_audit_stays_owed_until_it_can(hub, clock):
+    """Fail closed on the way back too: while Luzern's audit log is locked, the hub keeps the receipt and retries."""
+    import sqlite3
+
+    async with running(hub, clock) as nodes:
+        message_id, _ = await send(hub, clock)
+        await nodes["node-luzern"].forward_due()
+        blocker = sqlite3.connect(nodes["node-luzern"].config.audit_log, timeout=0.1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            await nodes["node-hub"].forward_due()  # delivers to Kriens, then tries to return the receipt
+            await nodes["node-hub"].forward_due()
+            (owed,) = nodes["node-hub"].store.due_returns(clock.timestamp() + 3600)
+            assert owed.attempts >= 1
+        finally:
+            blocker.rollback()
+            blocker.close()
+        (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert row.state is OutgoingState.HANDED
+        clock.advance(seconds=hub_retry_ceiling(nodes["node-hub"]))
+        await nodes["node-hub"].forward_due()
+        (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+        assert row.state is OutgoingState.DELIVERED and row.receipt_status == 100
+        assert nodes["node-hub"].store.due_returns(clock.timestamp() + 3600) == []
