@@ -21,6 +21,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# Long fuzz campaign over the parsers and verifiers (tests/hostile/test_fuzz.py, docs/security-tests.md).
+fuzz: $(STAMP)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-1800} $(BIN)/pytest -q -p no:cacheprovider tests/hostile/test_fuzz.py
+
 # Long fault-injection campaign: 1,000 messages, SIGKILLs and proxy faults (tests/chaos, docs/reliability.md).
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -m chaos -s

@@ -42,8 +42,11 @@ def _parser() -> etree.XMLParser:
         load_dtd=False,
         dtd_validation=False,
         huge_tree=False,
-        remove_comments=False,
-        remove_pis=False,
+        # SECURITY: comments and processing instructions are dropped, so a value such as
+        # "1-1061-1<!---->0" is read whole ("1-1061-10"), as the XSD and recipients read it,
+        # not cut at the comment (threat model F1).
+        remove_comments=True,
+        remove_pis=True,
     )
 
 
