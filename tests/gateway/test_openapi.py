@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-from aiohttp import web
 
 from gateway.api import local_api
 from gateway.auth import PUBLIC, ROUTE_SCOPES
@@ -17,23 +16,10 @@ from gateway.openapi import OPENAPI_PATH, openapi_document
 
 from ..conftest import KANTON, LUZERN
 from .nodes import running
+from .auth.test_routes import mounted_routes
 from .test_node import MOVE, submit
 
 _METHODS = {"get", "post", "put", "patch", "delete"}
-
-
-def mounted_routes(app: web.Application) -> set[tuple[str, str]]:
-    """(method, pattern) of every route of ``app`` and its sub-applications, HEAD left out."""
-    found = set()
-    for resource in app.router.resources():
-        subapp = getattr(resource, "_app", None)
-        if isinstance(subapp, web.Application):
-            found |= mounted_routes(subapp)
-            continue
-        for route in resource:
-            if route.method != "HEAD":
-                found.add((route.method, resource.canonical))
-    return found
 
 
 def documented_routes(document: dict) -> set[tuple[str, str]]:
