@@ -52,6 +52,9 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 MAX_ENVELOPE_BYTES = 1024 * 1024
 MAX_MESSAGE_AGE = timedelta(days=30)
+# Clock skew a local system may have; a messageDate further ahead is refused (200), since a
+# forged future date would postpone the message's expiry indefinitely (threat model F9).
+MAX_FUTURE_SKEW = timedelta(hours=1)
 
 
 class Submit(Protocol):
@@ -127,6 +130,7 @@ class FolderInterface:
         settle: float = 0.2,
         data_grace: float = 60.0,
         max_message_age: timedelta = MAX_MESSAGE_AGE,
+        max_future_skew: timedelta = MAX_FUTURE_SKEW,
         notifications: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -141,6 +145,7 @@ class FolderInterface:
         self._settle = settle
         self._data_grace = data_grace
         self._max_age = max_message_age
+        self._max_skew = max_future_skew
         self._notifications = notifications
         self._monotonic = monotonic
         self._seen: dict[str, _Seen] = {}
@@ -298,6 +303,9 @@ class FolderInterface:
         if envelope.message_date < self._now() - self._max_age:
             return await self._refuse(envelope, files, StatusCode.MESSAGE_TOO_OLD,
                                       f"messageDate older than {self._max_age.days} days")
+        if envelope.message_date > self._now() + self._max_skew:
+            return await self._refuse(envelope, files, StatusCode.INVALID_ENVELOPE,
+                                      f"messageDate more than {self._max_skew.total_seconds():g} seconds in the future")
         try:
             await self._submit(envelope_bytes, Path(data_entries[0].path))
         except GatewayError as exc:

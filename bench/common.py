@@ -222,10 +222,17 @@ class NodeSet:
         return self
 
     def cpu_seconds(self) -> dict[str, float]:
+        """User+system CPU of each node, its worker processes ([node] workers > 1) included."""
         out = {}
         for node_id, process in self.processes.items():
-            times = psutil.Process(process.pid).cpu_times()
-            out[node_id] = times.user + times.system
+            parent = psutil.Process(process.pid)
+            out[node_id] = 0.0
+            for each in (parent, *parent.children(recursive=True)):
+                try:
+                    times = each.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                out[node_id] += times.user + times.system
         return out
 
     def peak_rss_mb(self) -> dict[str, float]:
@@ -239,10 +246,16 @@ class NodeSet:
         return out
 
     def pause(self, node_id: str) -> None:
-        self.processes[node_id].send_signal(signal.SIGSTOP)
+        """SIGSTOP the node's processes (its workers first, so none takes over the primary's share)."""
+        for pid in [*self._workers(node_id), self.processes[node_id].pid]:
+            os.kill(pid, signal.SIGSTOP)
 
     def resume(self, node_id: str) -> None:
-        self.processes[node_id].send_signal(signal.SIGCONT)
+        for pid in [self.processes[node_id].pid, *self._workers(node_id)]:
+            os.kill(pid, signal.SIGCONT)
+
+    def _workers(self, node_id: str) -> list[int]:
+        return [child.pid for child in psutil.Process(self.processes[node_id].pid).children()]
 
     def check_alive(self) -> None:
         for node_id, process in self.processes.items():

@@ -172,8 +172,8 @@ def summary_text(results: dict) -> str:
 def render(results: dict, *, before: dict | None = None, before_name: str | None = None) -> str:
     meta = results["meta"]
     parts = [_header(meta), _summary(results, before, before_name)]
-    for name, function in (("stages", _stages), ("b1", _b1), ("limit", _limit), ("b2", _b2), ("b3", _b3),
-                           ("policy", _policy), ("audit", _audit)):  # fmt: skip
+    for name, function in (("stages", _stages), ("b1", _b1), ("commit", _commit), ("workers", _workers), ("limit", _limit), ("b2", _b2), ("b3", _b3),
+                           ("policy", _policy), ("audit", _audit), ("replicas", _replicas)):  # fmt: skip
         if name == "stages" and "b1" in results:
             continue  # rendered inside B1
         if name == "b1" or name in results:
@@ -289,17 +289,17 @@ def _findings(results: dict) -> str:
             + "; ".join(f"{name} {num(ms)} ms ({num(ms / stages['profile']['total_ms'] * 100)} %)" for name, ms in categories)
             + "."
         )
-        durable = {"BlobWriter.close (fsync)", "store.sync_blobs", "audit.append", "store.submit", "store.deliver", "store.settle",
-                   "store.add_events", "store.reschedule", "store.acknowledge"}
-        syncs = [(r["name"], r["calls"]) for r in stages["tree"] if r["name"] in durable]
-        count = sum(c for _, c in syncs)
+        waits = {"store.close_blob", "store.blobs_durable", "audit_durably", "store.durable"}  # each awaits an fsync (or finds it done)
+        syncs = [(r["name"], r["calls"]) for r in stages["tree"] if r["name"] in waits]
         grouped: dict[str, float] = {}
         for name, calls in syncs:
             grouped[name] = grouped.get(name, 0.0) + calls
         lines.append(
-            f"- **{count:.0f} durable writes per message** across both nodes, each its own fsync (file, directory or SQLite "
-            "commit with `synchronous=FULL`): " + ", ".join(f"`{n}` ×{c:g}" for n, c in grouped.items())
-            + ". They run on the event loop's thread, so while one waits for the disk nothing else in that node moves."
+            f"- **{sum(grouped.values()):.0f} waits for the disk per message** across both nodes: "
+            + ", ".join(f"`{n}` ×{c:g}" for n, c in grouped.items())
+            + ". With group commit (`[store] commit = \"group\"`, the default) each is an `await` on an fsync in a "
+            "worker thread that messages in flight together share; this breakdown sends one message at a time, so here "
+            "each still pays a whole fsync (see \"Group commit\" for the effect under load)."
         )
         wall = sum(r["wall_ms"] for r in stages["tree"] if r["depth"] == 0 and r["name"] in ("submit", "forward_due"))
         lines.append(
@@ -403,6 +403,80 @@ def _b1(results: dict) -> str:
     if results.get("stages"):
         out.append(_stages(results))
     return "\n\n".join(p for p in out if p)
+
+
+def _commit(results: dict) -> str:
+    section = results.get("commit")
+    if not section:
+        return ""
+    runs = section["runs"]
+    out = ["## Group commit: before and after, in one run"]
+    if "_measured" in section:
+        out.append(_provenance(section))
+    out.append(
+        f"B1 full load (closed loop, {section['concurrency']} requests in flight, {section['seconds']:g} s per run) against two "
+        "federations that differ only in `[store] commit` on both nodes; runs alternate between them, so the machine's other "
+        "load falls on both alike. `each` = the node before group commit: every durable write synced on its own, on the event "
+        "loop (SQLite `synchronous=FULL` in every store COMMIT, one audit transaction per message, blob and directory fsyncs "
+        "in line); `group` = store COMMITs without sync and one shared WAL fsync awaited before any acknowledgement, audit "
+        "records of concurrent messages in one transaction, blob and directory fsyncs in worker threads "
+        "(`gateway/groupcommit.py`)."
+    )
+    rows = []
+    for label, keys in (("accepted (202) msg/s", ("accepted_per_s",)), ("delivered (receipt 100) msg/s", ("e2e_per_s",)),
+                        ("hop 1 p50 ms", ("hop1", "p50")), ("hop 1 p99 ms", ("hop1", "p99"))):  # fmt: skip
+        rows.append([label] + [cell(pick(runs[mode], *keys)) for mode in ("each", "group")])
+    for node in (ORIGIN, DESTINATION):
+        rows.append([f"CPU ms/msg {node}"] + [cell([r["cpu_ms_per_msg"][node] for r in runs[mode]]) for mode in ("each", "group")])
+    each, group = med(pick(runs["each"], "e2e_per_s")), med(pick(runs["group"], "e2e_per_s"))
+    if each and group:
+        rows.append(["delivered, group / each", "", f"{group / each:.2f}×"])
+    half = section.get("half")
+    if half:
+        for label, keys in (("at {rate} msg/s: hop 1 p50 ms", ("hop1", "p50")), ("at {rate} msg/s: hop 1 p99 ms", ("hop1", "p99")),
+                            ("at {rate} msg/s: end to end p50 ms", ("e2e_latency", "p50")),
+                            ("at {rate} msg/s: end to end p99 ms", ("e2e_latency", "p99"))):  # fmt: skip
+            rows.append([label.format(rate=num(section["half_rate"]))] + [cell(pick(half[mode], *keys)) for mode in ("each", "group")])
+    out.append(table(["figure (median, min–max)", "commit = each", "commit = group"], rows))
+    if half:
+        out.append("The rows \"at … msg/s\" are an open loop at half the slower mode's full-load delivery rate, the same rate "
+                   "for both modes: the latency each design gives a moderately loaded node.")
+    return "\n\n".join(out)
+
+
+def _workers(results: dict) -> str:
+    section = results.get("workers")
+    if not section:
+        return ""
+    out = ["## Both cores: one process per node, then two (`[node] workers`), in one run"]
+    if "_measured" in section:
+        out.append(_provenance(section))
+    out.append(
+        f"Two federations (origin → destination, as in B1) that differ only in `[node] workers` on both nodes; runs alternate "
+        f"between them. Each run: the **origin hop alone** (destination paused, closed loop of {section['concurrency']} requests "
+        f"for {section['origin_seconds']:g} s), then **full load end to end** ({section['seconds']:g} s, then the wait for every "
+        "receipt). With `workers = 2` a node is two processes sharing its ports with SO_REUSEPORT; only the first runs the "
+        "forwarder (`gateway/workers.py`). CPU per message counts every process of the node."
+    )
+    origin, full = section["origin_only"], section["full"]
+    modes = [m for m in ("1", "2") if m in full]
+    rows = [
+        ["origin hop alone: accepted msg/s"] + [cell(pick(origin[m], "accepted_per_s")) for m in modes],
+        ["origin hop alone: hop 1 p99 ms"] + [cell(pick(origin[m], "hop1", "p99")) for m in modes],
+        ["origin hop alone: origin CPU ms/msg"] + [cell(pick(origin[m], "origin_cpu_ms_per_msg")) for m in modes],
+        ["full load: accepted (202) msg/s"] + [cell(pick(full[m], "accepted_per_s")) for m in modes],
+        ["full load: delivered (receipt 100) msg/s"] + [cell(pick(full[m], "e2e_per_s")) for m in modes],
+        ["full load: hop 1 p50 ms"] + [cell(pick(full[m], "hop1", "p50")) for m in modes],
+        ["full load: hop 1 p99 ms"] + [cell(pick(full[m], "hop1", "p99")) for m in modes],
+    ]
+    for node in (ORIGIN, DESTINATION):
+        rows.append([f"full load: CPU ms/msg {node}"] + [cell([r["cpu_ms_per_msg"][node] for r in full[m]]) for m in modes])
+    for label, runs, key in (("origin hop alone", origin, "accepted_per_s"), ("delivered at full load", full, "e2e_per_s")):
+        one, two = med(pick(runs.get("1", []), key)), med(pick(runs.get("2", []), key))
+        if one and two:
+            rows.append([f"{label}, 2 workers / 1", "", f"{two / one:.2f}×"])
+    out.append(table(["figure (median, min–max)", *(f"workers = {m}" for m in modes)], rows))
+    return "\n\n".join(out)
 
 
 def _stages(results: dict) -> str:
@@ -631,6 +705,58 @@ def _audit(results: dict) -> str:
                            "(`synchronous=FULL`, WAL), full verification, export.", parsed_table)  # fmt: skip
 
 
+def _replicas(results: dict) -> str:
+    section = results["replicas"]
+    configurations = section["configurations"]
+    names = {"sqlite": "one process, SQLite", "pg-1": "1 replica, PostgreSQL", "pg-2": "2 replicas, PostgreSQL",
+             "pg-3": "3 replicas, PostgreSQL"}  # fmt: skip
+    base = (configurations.get("sqlite") or {}).get("delivered_per_s", {}).get("median")
+    rows = []
+    for name, c in configurations.items():
+        runs = c["runs"]
+        cpu = {group: med([r["cpu_ms_per_msg"].get(group) for r in runs]) for group in ("origin", "destination", "postgresql", "load generators")}
+        delivered = c["delivered_per_s"]["median"]
+        rows.append([names.get(name, name), cell([r["accepted_per_s"] for r in runs]), cell([r["delivered_per_s"] for r in runs]),
+                     f"{delivered / base:.2f}×" if base and delivered else "",
+                     " / ".join(num(cpu[g], 1) if cpu[g] is not None else "–" for g in cpu)])  # fmt: skip
+    other = (results["meta"].get("foreign_load") or {}).get("replicas")
+    busy = other.get("cores_busy") if isinstance(other, dict) else None
+    cost = ""
+    if "sqlite" in configurations and "pg-1" in configurations:
+        def cpu_of(name: str, group: str) -> float | None:
+            return med([r["cpu_ms_per_msg"].get(group) for r in configurations[name]["runs"]])
+
+        extra, server = cpu_of("pg-1", "origin"), cpu_of("pg-1", "postgresql")
+        if extra is not None and cpu_of("sqlite", "origin") is not None:
+            cost = (f"Measured cost of the shared database, one replica against SQLite: the origin process spent "
+                    f"{extra - cpu_of('sqlite', 'origin'):+.1f} ms of CPU per message (the pure-Python psycopg driver, one round "
+                    f"trip per statement, the audit log's lock and catch-up read) and the PostgreSQL server "
+                    f"{num(server, 1)} ms. ")  # fmt: skip
+    shared = f"Other processes on the machine kept **{num(busy, 2)} of the 2 cores** busy while this section ran. " if busy is not None else ""
+    return "\n\n".join(part for part in [
+        "## Replicas — one node as 1, 2, 3 processes on PostgreSQL vs one on SQLite (bench/replicas.py)",
+        _provenance(section),
+        f"The B1 message from Stadt Luzern's node to the canton's (one process on SQLite throughout). The origin node runs as one "
+        f"process on SQLite, or as 1, 2 or 3 replicas of the same node sharing PostgreSQL {section.get('postgresql', '?')} "
+        f"(`synchronous_commit = {section.get('synchronous_commit', '?')}`, on loopback, same machine) for the message store and the "
+        f"audit log. Closed loop, {section['concurrency']} requests in flight in total, split over one load-generator process per "
+        f"replica; {section['seconds']:.0f} s per run. *delivered/s* counts accepted messages over first submit → the origin's queue "
+        "empty (every message settled with its receipt). CPU per message, by process group: origin replicas together / "
+        "destination / PostgreSQL server / load generators.",
+        table(["origin", "accepted/s", "delivered/s", "vs SQLite", "CPU ms/msg: origin / destination / PostgreSQL / load"], rows),
+        f"{cost}**Read with care: this machine has 2 cores and was shared with other work.** {shared}"
+        "Every process here (load generators, the origin replicas, the destination, the PostgreSQL server) competes for the same "
+        "2 cores, so adding replicas adds processes, not CPU: the figures show what replicas cost (CPU per message on the origin "
+        "and in PostgreSQL, the lock on the audit log's head row that serialises appends), not how they scale. On a machine or "
+        "cluster where each replica has its own cores and PostgreSQL its own host, the origin's work (TLS, schema validation, "
+        "signing and encryption — most of the CPU per message in B1) runs in parallel, so throughput should grow with the "
+        "number of replicas until the next shared resource saturates: the destination node (one process here), PostgreSQL's WAL "
+        "flushes (one commit per submission and per settlement; each replica commits in its own transactions, so flushes "
+        "group across sessions) and the per-node audit lock (one append at a time per node identity; an append holds it for "
+        "one short transaction). We have not measured that here.",
+    ] if part)
+
+
 def _method(results: dict) -> str:
     return (
         "## How to run, and what the figures do not say\n\n"
@@ -640,6 +766,7 @@ def _method(results: dict) -> str:
         ".venv/bin/python bench/run.py --quick        # smoke run < 60 s, report in $TMPDIR/drehscheibe-bench-quick.md\n"
         ".venv/bin/python bench/run.py --compare old.json # adds a 'before' column to the summary\n"
         "BENCH_LARGE=1 .venv/bin/python bench/run.py --only b2   # with the 10 GB payload\n"
+        "DREHSCHEIBE_BENCH_PG_DSN=postgresql://… .venv/bin/python bench/run.py --only replicas   # else .ci/postgres.sh starts a server\n"
         "```\n\n"
         "- All processes share this machine's cores: the load generator, the nodes and (in B1) both nodes compete for them, "
         "so B1's end-to-end figure is what two nodes and a client achieve together on 2 cores.\n"

@@ -5,7 +5,7 @@ Starts real nodes on loopback, generates load from a separate process and writes
 least three runs with min and max, the issue's targets beside them, met or missed).
 
     python bench/run.py                      # everything, 5 runs each (about 12 minutes on 2 cores)
-    python bench/run.py --only b1,stages     # a subset: stages, b1, limit, b2, b3, policy, audit
+    python bench/run.py --only b1,stages     # a subset: stages, b1, commit, workers, limit, b2, b3, policy, audit, replicas
     python bench/run.py --quick              # smoke version, < 60 s; writes into its work directory
     python bench/run.py --compare bench/results/last-full.json   # adds a "before" column
     BENCH_LARGE=1 python bench/run.py --only b2                  # adds the 10 GB payload
@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 from bench import report  # noqa: E402
 from bench.common import SCHEMAS, ForeignLoad, git_commit, log, machine_info, now_utc  # noqa: E402
 
-SECTIONS = ("stages", "b1", "limit", "b2", "b3", "policy", "audit")
+SECTIONS = ("stages", "b1", "commit", "workers", "limit", "b2", "b3", "policy", "audit", "replicas")
 
 
 def parameters(quick: bool) -> dict:
@@ -46,22 +46,28 @@ def parameters(quick: bool) -> dict:
             "runs": 3,
             "stages": {"messages": 15, "profile_messages": 10},
             "b1": {"full_seconds": 1.0, "half_seconds": 1.0, "origin_seconds": 1.0, "concurrency": 16, "warmup_seconds": 0.5},
+            "commit": {"seconds": 1.0, "concurrency": 16, "warmup_seconds": 0.5},
+            "workers": {"seconds": 0.5, "origin_seconds": 0.5, "concurrency": 16, "warmup_seconds": 0.3},
             "limit": {"seconds": 0.7, "min_seconds": 0.02},
             "b2": {"sizes_mb": [10]},
             "b3": {"burst": 20, "paced_seconds": 1.0, "concurrency": 16, "warmup": 3},
             "policy": ["--rules", "1000", "--decisions", "10000", "--runs", "3"],
             "audit": ["--records", "2000", "--batch", "500", "--runs", "3"],
+            "replicas": {"seconds": 1.0, "concurrency": 16, "warmup_seconds": 0.5},
         }
     large = os.environ.get("BENCH_LARGE") == "1"
     return {
         "runs": 5,
         "stages": {"messages": 300, "profile_messages": 200},
         "b1": {"full_seconds": 15.0, "half_seconds": 10.0, "origin_seconds": 6.0, "concurrency": 16, "warmup_seconds": 2.0},
+        "commit": {"seconds": 10.0, "concurrency": 16, "warmup_seconds": 2.0},
+        "workers": {"seconds": 10.0, "origin_seconds": 6.0, "concurrency": 16, "warmup_seconds": 2.0},
         "limit": {"seconds": 10.0, "min_seconds": 0.5},
         "b2": {"sizes_mb": [100, 1000] + ([10000] if large else [])},
         "b3": {"burst": 600, "paced_seconds": 10.0, "concurrency": 16, "warmup": 10},
         "policy": ["--rules", "10000", "--decisions", "300000", "--runs", "5"],
         "audit": ["--records", "100000", "--batch", "500", "--runs", "5"],
+        "replicas": {"seconds": 10.0, "concurrency": 16, "warmup_seconds": 2.0},
     }
 
 
@@ -192,6 +198,16 @@ async def main_async(args: argparse.Namespace) -> int:
 
         return await run_b1(workdir, runs=runs, catalog=catalog, **params["b1"])
 
+    async def commit() -> dict:
+        from bench.b1_commit import run_commit
+
+        return await run_commit(workdir, runs=runs, catalog=catalog, **params["commit"])
+
+    async def workers() -> dict:
+        from bench.b1_workers import run_workers
+
+        return await run_workers(workdir, runs=runs, catalog=catalog, **params["workers"])
+
     async def limit() -> dict:
         from bench.limits import primitives
         from bench.messages import ech0020_delivery, envelope_for, envelope_template
@@ -223,7 +239,13 @@ async def main_async(args: argparse.Namespace) -> int:
         out["parsed"] = parse_audit(out["stdout"])
         return out
 
-    runners = {"stages": stages, "b1": b1, "limit": limit, "b2": b2, "b3": b3, "policy": policy, "audit": audit}
+    async def replicas() -> dict:
+        from bench.replicas import run_replicas
+
+        return await run_replicas(workdir, runs=runs, catalog=catalog, **params["replicas"])
+
+    runners = {"stages": stages, "b1": b1, "commit": commit, "workers": workers, "limit": limit, "b2": b2, "b3": b3, "policy": policy, "audit": audit,
+               "replicas": replicas}  # fmt: skip
     failed: list[str] = []
     foreign = ForeignLoad().start()
     try:

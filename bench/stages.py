@@ -109,13 +109,14 @@ class Instrument:
 # library calls inside them that carry a cost of their own (XML, crypto, fsync, SQLite).
 NODE_METHODS = [
     "submit", "parse_envelope", "check_participants", "check_message_date", "read_head", "parse_payload",
-    "check_header", "inspect_format", "decide", "inspect_decide_and_seal", "decide_and_seal_streamed",
+    "check_header", "inspect_format", "decide", "inspect_decide_and_seal", "inspect_payload", "decide_and_seal_streamed",
     "apply_policy_and_seal", "seal_payload", "persist", "audit_record", "_record_refusal",
-    "forward_due", "expire_due", "forward", "_post_transfer", "_settle_with_receipt", "_release_blob",
+    "forward_due", "expire_due", "forward", "_post_transfer", "_settle_with_receipt", "_conclude", "_release_blob",
+    "flush_released_blobs", "audit_durably",
     "receive", "verify_transfer", "_sign_receipt", "_refusal_receipt",
 ]  # fmt: skip
 STORE_METHODS = ["sync_blobs", "new_blob", "submit", "deliver", "settle", "add_events", "find_inbox", "due", "queued",
-                 "outgoing_for", "next_due_time", "reschedule"]  # fmt: skip
+                 "outgoing_for", "next_due_time", "reschedule", "durable", "blobs_durable", "close_blob"]  # fmt: skip
 
 
 def _instrument(instrument: Instrument, origin, destination) -> None:

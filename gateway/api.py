@@ -8,7 +8,6 @@ eCH-0090 receipt so a client can act on them.
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .audit import Actor, ActorKind
 from .audit.api import auditor_app
+from .console import ConsoleSessions, console_app
 from .auth import PRINCIPAL, NodeAuthentication, Principal, audit_authenticator
 from .directory import directory_routes
 from .envelope import format_datetime
@@ -258,6 +258,7 @@ def _safe_name(name: str) -> str:
 async def inbox_ack(request: web.Request) -> web.Response:
     node, entry = _inbox_entry(request)
     node.store.acknowledge(entry, node.event("acknowledged", detail=request[PRINCIPAL].name))
+    await node.store.durable()  # DURABILITY: an acknowledged message must never come back after a crash
     return web.Response(status=204)
 
 
@@ -317,13 +318,16 @@ async def receive_returned_receipt(request: web.Request) -> web.Response:
         token = body["token"] if isinstance(body, dict) else None
         if not isinstance(token, str):
             raise ValueError
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, RecursionError):  # SECURITY: nested JSON from a peer is a 400, not a 500 (F6)
         return web.json_response({"error": "expected {\"token\": \"…\"}"}, status=400)
+    await node.prepare_revocation(token)  # OCSP answers for the relay's and the destination's certificates
     try:
-        node.accept_returned_receipt(token, peer)
+        await node.accept_returned_receipt(token, peer)
     except GatewayError as error:  # AuditUnavailable included: the relay sends it again
         status = 503 if error.status.is_temporary_failure else 422
         return web.json_response({"statusCode": int(error.status), "statusInfo": error.info}, status=status)
+    # DURABILITY: the relay deletes what it owes once we answer; our settle must be on disk first.
+    await node.store.durable()
     return web.json_response({"accepted": True})
 
 
@@ -377,8 +381,9 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def local_api(node: Node) -> web.Application:
     """The local listener: /api/v1 for local systems, /admin/v1 for admins, /audit/v1 for auditors,
-    /oauth2 for tokens. SECURITY: one middleware authenticates every request and checks the
-    scope gateway.auth.ROUTE_SCOPES maps the route to; a route not in that table is refused."""
+    /oauth2 for tokens, /console for people in a browser (gateway/console). SECURITY: one middleware
+    authenticates every request and checks the scope gateway.auth.ROUTE_SCOPES maps the route to;
+    a route not in that table is refused."""
     config = node.config
     limit = config.limits.max_envelope_bytes
     auth = NodeAuthentication.create(
@@ -401,7 +406,9 @@ def local_api(node: Node) -> web.Application:
     admin.router.add_post("/policies/reload", policy_reload)
     admin.router.add_get("/routes", routes_status)
     admin.router.add_post("/routes/reload", routes_reload)
-    app = web.Application(client_max_size=limit, middlewares=[auth.middleware()])
+    # The web console's session cookie counts on /console pages only, checked by the same middleware and table.
+    sessions = ConsoleSessions(clients=auth.clients, static=auth.authenticator.static)
+    app = web.Application(client_max_size=limit, middlewares=[auth.middleware(sessions)])
     app[NODE] = node
     app.router.add_get(OPENAPI_PATH, openapi_json)
     app.cleanup_ctx.append(auth.cleanup_ctx)
@@ -410,6 +417,7 @@ def local_api(node: Node) -> web.Application:
     app.add_subapp("/audit/v1", auditor_app(node.audit, person_secret=node.person_secret, now=node.clock.now,
                                             authenticate=audit_authenticator()))  # fmt: skip
     app.add_subapp("/oauth2", auth.token_app())
+    app.add_subapp("/console", console_app(node, sessions, oidc=auth.authenticator.oidc))
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -13,19 +14,41 @@ from .ids import ParticipantId
 
 
 def _node_run(args: argparse.Namespace) -> int:
-    from .server import serve
-
-    from .logs import config_identifiers, configure_logging
-
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    if config.workers > 1:
+        from .workers import prepare_process_metrics
+
+        # Before anything imports prometheus_client: every process counts into files here.
+        prepare_process_metrics(config)
+    from .logs import config_identifiers, configure_logging
+    from .server import serve
+
     # SECURITY: a running node logs JSON lines through the scrubbing filter (docs/observability.md).
     configure_logging(config.node_id, level=logging.INFO if args.verbose else logging.WARNING,
                       identifiers=config_identifiers(config))  # fmt: skip
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, verbose=args.verbose))
+    return 0
+
+
+def _node_worker(args: argparse.Namespace) -> int:
+    """One worker process of a node with ``[node] workers > 1``; started by ``node run``, not by hand."""
+    from .logs import config_identifiers, configure_logging
+    from .workers import serve_worker
+
+    # A SIGHUP passed on while this worker still starts must not end it: it reads the files now anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.node_id, level=logging.INFO if args.verbose else logging.WARNING,
+                      identifiers=config_identifiers(config))  # fmt: skip
+    asyncio.run(serve_worker(config, args.index, args.notify_fd))
     return 0
 
 
@@ -72,6 +95,34 @@ def _pki_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki_ocsp_responder(args: argparse.Namespace) -> int:
+    """Issue the delegated OCSP responder certificate if needed, then answer OCSP requests until Ctrl-C."""
+    from datetime import timedelta
+
+    from .ocsp_responder import DevelopmentOcspResponder, serving
+    from .pki import DevelopmentCA, IssuedIdentity, load_certificate
+
+    ca = DevelopmentCA(Path(args.dir))
+    identity = IssuedIdentity(ca.directory / "ocsp-responder.pem", ca.directory / "ocsp-responder-key.pem")
+    if not identity.certificate.exists() or load_certificate(identity.certificate).not_valid_after_utc <= ca.now + timedelta(days=1):
+        identity = ca.issue_ocsp_responder()
+        print(f"OCSP responder certificate: {identity.certificate} (key {identity.private_key}, mode 0600)")
+    if args.issue_only:
+        return 0
+    responder = DevelopmentOcspResponder(ca, responder=identity, validity=timedelta(minutes=args.validity_minutes))
+
+    async def run() -> None:
+        async with serving(responder, args.host, args.port) as url:
+            print(f"OCSP responder for {ca.cert_path} on {url} (answers from {ca.crl_path}); Ctrl-C stops it", flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _keys_rotate(args: argparse.Namespace) -> int:
     """Issue a participant's next encryption key beside the current one and say how to switch."""
     from .pki import DevelopmentCA
@@ -107,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = node.add_parser("run", help="run a node until SIGTERM")
     run.add_argument("--config", required=True)
     run.set_defaults(func=_node_run)
+    worker = node.add_parser("worker", help="one worker process of a node with [node] workers > 1 (started by node run)")
+    worker.add_argument("--config", required=True)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--notify-fd", type=int, required=True, help="the primary's pipe for forwarder wake-ups")
+    worker.set_defaults(func=_node_worker)
     check = node.add_parser("check-config", help="load a node configuration and report errors")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_config_check)
@@ -129,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     prevoke.add_argument("--cert", required=True)
     prevoke.add_argument("--next-update-days", type=int, default=7)
     prevoke.set_defaults(func=_pki_revoke)
+    pocsp = pki.add_parser("ocsp-responder", help="issue the delegated OCSP responder certificate and serve OCSP over HTTP")
+    pocsp.add_argument("--dir", default="certs/dev")
+    pocsp.add_argument("--host", default="127.0.0.1")
+    pocsp.add_argument("--port", type=int, default=8889)
+    pocsp.add_argument("--validity-minutes", type=int, default=60, help="nextUpdate of each response, after thisUpdate")
+    pocsp.add_argument("--issue-only", action="store_true", help="issue the responder certificate, do not serve")
+    pocsp.set_defaults(func=_pki_ocsp_responder)
 
     keys = commands.add_parser("keys", help="participant keys").add_subparsers(dest="keys_command", required=True)
     rotate = keys.add_parser("rotate", help="issue a participant's next encryption key (development PKI) and print the steps")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .crypto.ocsp import OcspMode, OcspSettings
 from .auth import AuthConfigError, OAuth2Settings, OAuthClient, OidcSettings, parse_clients, parse_oauth2, parse_oidc
 from .store_pg import InvalidStoreSetting, StoreSettings
 from .ids import InvalidIdentifier, ParticipantId
@@ -46,6 +47,7 @@ class TlsIdentity:
     trust_anchors: tuple[Path, ...]
     crls: tuple[Path, ...] = ()  # revocation lists of the trust anchors (fail closed when out of date)
     expiry_warning_days: int = 30  # warn this long before any loaded certificate expires
+    ocsp: OcspSettings = field(default_factory=OcspSettings)  # ocsp = off | prefer | require (docs/operations.md)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,9 @@ class Delivery:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
     expiry_days: int = 30
+    # A messageDate further ahead than this is refused (200): expiry counts from messageDate,
+    # so a forged future date would keep a message from ever expiring (threat model F9).
+    message_date_tolerance_seconds: float = 3600.0
     poll_seconds: float = 0.2
     parallel_transfers: int = 8
     max_hops: int = 8  # a transfer that already passed this many nodes is refused (301)
@@ -164,6 +169,9 @@ class Limits:
     max_envelope_bytes: int = 1024 * 1024
     max_payload_bytes: int = 16 * 1024**3
     in_memory_payload_bytes: int = 8 * 1024 * 1024
+    # A payload with more elements is streamed like a larger one: its tree would cost ~250 bytes
+    # per element (~60 MB here), whatever its size in bytes (threat model F4).
+    in_memory_max_elements: int = 250_000
     segment_size: int = 64 * 1024
     xml: XmlLimits = field(default_factory=XmlLimits)
     read_timeout_seconds: float = 60.0  # a transfer or upload that sends nothing for this long is cut
@@ -200,6 +208,7 @@ class NodeConfig:
     oauth_clients: tuple[OAuthClient, ...] = ()
     oidc: OidcSettings | None = None  # tokens from an external OpenID Connect provider
     store_backend: StoreSettings = field(default_factory=StoreSettings)  # [store]: sqlite (default) or postgresql
+    workers: int = 1  # processes serving this node's listeners (SO_REUSEPORT); only the first forwards (docs/operations.md)
 
     def operator(self, token: str, role: OperatorRole) -> Operator | None:
         return next((o for o in self.operators if o.role is role and token and o.accepts(token)), None)
@@ -387,6 +396,8 @@ def load_config(path: Path | str) -> NodeConfig:
         retry_base_seconds=delivery_table.positive("retry_base_seconds", float, Delivery.retry_base_seconds),
         retry_max_seconds=delivery_table.positive("retry_max_seconds", float, Delivery.retry_max_seconds),
         expiry_days=delivery_table.positive("expiry_days", int, Delivery.expiry_days),
+        message_date_tolerance_seconds=delivery_table.positive("message_date_tolerance_seconds", float,
+                                                               Delivery.message_date_tolerance_seconds),  # fmt: skip
         poll_seconds=delivery_table.positive("poll_seconds", float, Delivery.poll_seconds),
         parallel_transfers=delivery_table.positive("parallel_transfers", int, Delivery.parallel_transfers),
         max_hops=delivery_table.positive("max_hops", int, Delivery.max_hops),
@@ -400,7 +411,8 @@ def load_config(path: Path | str) -> NodeConfig:
         max_envelope_bytes=limits_table.positive("max_envelope_bytes", int, Limits.max_envelope_bytes),
         max_payload_bytes=limits_table.positive("max_payload_bytes", int, Limits.max_payload_bytes),
         in_memory_payload_bytes=limits_table.positive("in_memory_payload_bytes", int, Limits.in_memory_payload_bytes),
-        segment_size=limits_table.positive("segment_size", int, Limits.segment_size),
+        in_memory_max_elements=limits_table.positive("in_memory_max_elements", int, Limits.in_memory_max_elements),
+        segment_size=_segment_size(limits_table),
         read_timeout_seconds=limits_table.positive("read_timeout_seconds", float, Limits.read_timeout_seconds),
         min_bytes_per_second=limits_table.positive("min_bytes_per_second", int, Limits.min_bytes_per_second),
         xml=XmlLimits(
@@ -415,7 +427,7 @@ def load_config(path: Path | str) -> NodeConfig:
         listen=node.address("listen"),
         api=node.address("api"),
         tls=TlsIdentity(tls.path("certificate"), tls.path("private_key"), trust, _paths(tls, "crls"),
-                        tls.positive("expiry_warning_days", int, 30)),
+                        tls.positive("expiry_warning_days", int, 30), _ocsp(tls)),
         store=node.path("store", must_exist=False),
         schemas=node.path("schemas"),
         policies=node.path("policies") if "policies" in node.data else None,
@@ -430,6 +442,7 @@ def load_config(path: Path | str) -> NodeConfig:
         oauth_clients=oauth_clients,
         oidc=oidc,
         store_backend=_store_backend(root),
+        workers=_workers(node),
         participants=tuple(participants),
         known_participants=tuple(known),
         local_systems=tuple(systems),
@@ -452,6 +465,30 @@ def _names(table: _Reader, key: str) -> tuple[str, ...]:
     if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
         raise table.fail(key, names, "expected a list of distinct names")
     return tuple(names)
+
+
+def _segment_size(limits: _Reader) -> int:
+    # Every node refuses seals whose segmentSize is outside the wire-format bounds (threat
+    # model F5): a node must not seal what its peers refuse.
+    from .crypto.seal import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+
+    size = limits.positive("segment_size", int, Limits.segment_size)
+    if not MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE:
+        raise limits.fail("segment_size", size, f"must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}")
+    return size
+
+
+def _workers(node: _Reader) -> int:
+    """``[node] workers``: 1 (one process) to 64. Several processes share the listening ports
+    with SO_REUSEPORT, so each must bind the same fixed port: port 0 would give each its own."""
+    workers = node.positive("workers", int, 1)
+    if workers > 64:
+        raise node.fail("workers", workers, "at most 64 processes per node")
+    if workers > 1:
+        for key in ("listen", "api"):
+            if node.address(key).port == 0:
+                raise node.fail("workers", workers, f"several workers need a fixed {key}.port (0 would give each process its own port)")
+    return workers
 
 
 def _retention(node: _Reader) -> int:
@@ -482,6 +519,20 @@ def _directory(root: _Reader) -> DirectorySettings | None:
     )
 
 
+def _ocsp(tls: _Reader) -> OcspSettings:
+    """``[tls] ocsp``, ``ocsp_responder``, ``ocsp_timeout_seconds``, ``ocsp_refresh_seconds``."""
+    raw = tls.get("ocsp", str, "off")
+    try:
+        mode = OcspMode(raw)
+    except ValueError:
+        raise tls.fail("ocsp", raw, "expected off, prefer or require") from None
+    responder = tls.get("ocsp_responder", str, None)
+    if responder is not None and (urlparse(responder).scheme not in ("http", "https") or not urlparse(responder).hostname):
+        raise tls.fail("ocsp_responder", responder, "expected an http:// or https:// URL")
+    return OcspSettings(mode, responder, tls.positive("ocsp_timeout_seconds", float, 5.0),
+                        tls.positive("ocsp_refresh_seconds", float, 300.0))  # fmt: skip
+
+
 def _paths(table: _Reader, key: str) -> tuple[Path, ...]:
     values = table.get(key, list, [])
     if not all(isinstance(v, str) for v in values):
@@ -491,12 +542,13 @@ def _paths(table: _Reader, key: str) -> tuple[Path, ...]:
 
 def _store_backend(root: _Reader) -> StoreSettings:
     table = root.sub("store", required=False)
-    for key in sorted(set(table.data) - {"backend", "dsn", "schema", "replica", "lease_seconds", "orphan_grace_seconds"}):
+    for key in sorted(set(table.data) - {"backend", "dsn", "schema", "replica", "lease_seconds", "orphan_grace_seconds", "commit"}):
         raise table.fail(key, table.data[key], "unknown key")
     try:
         return StoreSettings(backend=table.get("backend", str, "sqlite"), dsn=table.get("dsn", str, None),
                              schema=table.get("schema", str, "drehscheibe"), replica=table.get("replica", str, None),
                              lease_seconds=table.get("lease_seconds", float, 300.0),
-                             orphan_grace_seconds=table.get("orphan_grace_seconds", float, 3600.0))  # fmt: skip
+                             orphan_grace_seconds=table.get("orphan_grace_seconds", float, 3600.0),
+                             commit=table.get("commit", str, "group"))  # fmt: skip
     except InvalidStoreSetting as error:
         raise table.fail(error.key, error.value, error.why) from None

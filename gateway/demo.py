@@ -129,13 +129,15 @@ def scenario(samples_dir: Path, directory: Path) -> list[Step]:
     ]  # fmt: skip
 
 
-def demo_federation(directory: Path, schemas: Path) -> Federation:
-    """The hub federation: Gemeinden route everything through the hub; the hub routes directly."""
+def demo_federation(directory: Path, schemas: Path, *, policies: Path = POLICIES) -> Federation:
+    """The hub federation: Gemeinden route everything through the hub; the hub routes directly.
+
+    ``policies``: another folder than policies/demo (the console tests edit a copy)."""
     everyone = [p for _, ps in NODES for p in ps]
     via = {node: {p: HUB for p in everyone if p not in own} for node, own in NODES if node != HUB}
     # The hub publishes the signed directory: no node's file lists another node's participants.
     return build_federation(
-        directory, [NodeSpec(node, list(own)) for node, own in NODES], schemas=schemas, policies=POLICIES,
+        directory, [NodeSpec(node, list(own)) for node, own in NODES], schemas=schemas, policies=policies,
         folders={EMMEN}, via=via, delivery_toml="poll_seconds = 0.05", directory_hub=HUB, known_participants=False,
     )  # fmt: skip
 

@@ -139,7 +139,7 @@ def parse_envelope(
             ((p.findtext(f"{{{ns}}}name") or ""), (p.findtext(f"{{{ns}}}value") or ""))
             for p in root.findall(f"{{{ns}}}testData")
         )
-        return Envelope(
+        envelope = Envelope(
             message_id=text("messageId") or "",
             message_type=int(text("messageType") or "-1"),
             message_class=int(text("messageClass") or "-1"),
@@ -153,6 +153,11 @@ def parse_envelope(
         )
     except (ValueError, InvalidIdentifier) as exc:
         raise InvalidEnvelope(f"envelope: {exc}") from None
+    if len(set(envelope.recipients)) != len(envelope.recipients):
+        # SECURITY: one message, one row and one receipt per recipient; a recipient named
+        # twice is refused here (200), before any stage records or stores anything (F15).
+        raise InvalidEnvelope("envelope: a recipientId is listed more than once")
+    return envelope
 
 
 def read_message_id(data: bytes) -> str:

@@ -234,3 +234,23 @@ def _publish_directory(directory: Path, ca: DevelopmentCA, issued: dict, nodes: 
     signer = SigningIdentity.from_key(hub_id, load_private_key(hub.private_key), load_certificate(hub.certificate))
     trust = TrustStore([load_certificate(ca.cert_path)])
     editor.publish(editor.sign(signer, trust), target / "published.jws")
+
+
+def add_replica(federation: Federation, node_id: str, index: int) -> tuple[Path, int]:
+    """A configuration for one more replica of ``node_id``: the node's file with its own ports.
+
+    Written beside the node's file (``replica-<index>.toml``), so relative paths (the blob
+    store that replicas share) resolve to the same directory. Returns (path, API port).
+    Replicas share state only through a ``[store] backend = "postgresql"`` table in the file.
+    """
+    original = federation.config_path(node_id)
+    spec = federation.node(node_id)
+    api = free_port()
+    text = original.read_text(encoding="utf-8")
+    for old, new in ((f"port = {spec.listen_port} }}", f"port = {free_port()} }}"), (f"port = {spec.api_port} }}", f"port = {api} }}")):
+        if text.count(old) != 1:
+            raise ValueError(f"{original}: expected one '{old}'")
+        text = text.replace(old, new)
+    path = original.with_name(f"replica-{index}.toml")
+    path.write_text(text, encoding="utf-8")
+    return path, api

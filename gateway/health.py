@@ -27,7 +27,6 @@ never message content or keys. Bind it to the pod network and restrict who may c
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -105,20 +104,9 @@ def check_schemas(node: Node) -> Check:
 
 
 def check_audit(node: Node, *, timeout: float = 0.2) -> Check:
-    """The audit log file takes a write lock (then released, nothing written)."""
-    path = node.audit.path
-    try:
-        connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("ROLLBACK")
-        finally:
-            connection.close()
-    except sqlite3.Error as error:
-        return Check("audit", False, f"audit log not writable ({type(error).__name__})")
-    if not os.access(path.parent, os.W_OK):
-        return Check("audit", False, "audit log directory not writable")
-    return Check("audit", True, "writable")
+    """The audit log takes a write lock (then released, nothing written): file or PostgreSQL."""
+    problem = node.audit.writable_problem(timeout)
+    return Check("audit", False, problem) if problem else Check("audit", True, "writable")
 
 
 def check_directory(node: Node) -> Check:

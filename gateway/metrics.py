@@ -310,7 +310,7 @@ class NodeStateCollector(Collector):
         records.add_metric([], audit.size)
         yield records
         size = GaugeMetricFamily(f"{PREFIX}_audit_log_bytes", "Size of the audit log files on disk (database and write-ahead log).")
-        size.add_metric([], sum(p.stat().st_size for p in _sqlite_files(Path(audit.path))))
+        size.add_metric([], audit.disk_bytes())
         yield size
         latest = audit.latest_checkpoint()
         if latest is not None:
@@ -421,10 +421,6 @@ def _count_files(folder: Path) -> int:
             return sum(1 for entry in entries if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."))
     except FileNotFoundError:
         return 0
-
-
-def _sqlite_files(path: Path) -> list[Path]:
-    return [p for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
 
 
 def _value(item) -> str:

@@ -27,6 +27,7 @@ import os
 import random
 import signal
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,6 +43,7 @@ from adapters.registry import AdapterRegistry, UnknownAdapter, default_registry
 
 from .clock import Clock, backoff_delay
 from .config import ConfigError, HostedParticipant, LocalSystem, NodeConfig, PayloadAcceptance, Route
+from .crypto.ocsp import OcspChecker, certificates_in_tokens, issuing_anchor
 from .crypto.primitives import StreamError, new_hash
 from .crypto.seal import (
     HOP_TYPE,
@@ -63,8 +65,10 @@ from .envelope import Envelope, InvalidEnvelope, parse_envelope
 from .ids import GatewayError, ParticipantId, StatusCode, check_message_id
 from .logs import bound
 from .metrics import NodeMetrics, RetryReason, Stage, StageOutcome
+from .inmemory import claims_xml, within_element_budget
 from .payload import CheckedPayload, PayloadCheck, check_tree
-from .audit import Action, Actor, ActorKind, AuditLog, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
+from .audit import Action, Actor, ActorKind, AuditRecord, AuditUnavailable, EnvelopeMeta, PolicyRecord, Role, person_refs
+from .audit.log_pg import open_audit_log
 from .audit import Outcome as AuditOutcome
 from .policy import PayloadFacts, PolicyRequest, PolicyStore, load_policy_set, payload_facts, redact
 from .policy.store import ReloadResult
@@ -72,6 +76,7 @@ from .safexml import parse_xml
 from .pki import load_certificate, load_crl, load_private_key
 from .receipt import Receipt, parse_receipt
 from .schemas import SchemaCatalog
+from .groupcommit import AuditWriter
 from .store import Event, Outcome, Outgoing, OutgoingState, StoredReceipt
 from .store_pg import open_store
 from .transport import RECEIPTS_PATH, TRANSFER_PATH, TransferHeader, client_context
@@ -79,6 +84,7 @@ from .transport import RECEIPTS_PATH, TRANSFER_PATH, TransferHeader, client_cont
 log = logging.getLogger("drehscheibe.node")
 
 HANDED_GRACE_SECONDS = 86400  # after expiry, how long the origin waits for a relay's 204 before settling itself
+_CHECK_SLICE = 64 * 1024  # bytes of a streamed payload parsed per turn of the inspection thread
 FAULT_ENV = "DREHSCHEIBE_FAULT"  # test-only fault injection points, see docs/operations.md
 
 
@@ -115,6 +121,33 @@ class SealedPart:
     converted: str | None = None  # "ech0020-v2 → ech0020-v3" when converted for these recipients
 
 
+class UnreadablePayload(GatewayError):
+    """A payload that starts as XML but that ``gateway.safexml`` refuses to read (threat model F2)."""
+
+    status = StatusCode.INVALID_ENVELOPE
+
+
+@dataclass(frozen=True)
+class PayloadVariant:
+    """The bytes one group of recipients gets (after their redactions and format conversion)."""
+
+    data: bytes
+    members: list
+    conversion: str | None
+
+
+@dataclass(frozen=True)
+class InspectedPayload:
+    """What the inspection thread hands back: no tree, only decisions, refs and the bytes to seal."""
+
+    decisions: dict
+    refs: tuple
+    acceptance: PayloadAcceptance
+    is_xml: bool
+    namespace: str | None
+    variants: tuple[PayloadVariant, ...]
+
+
 @dataclass(frozen=True)
 class HostedKeys:
     participant: ParticipantId
@@ -144,20 +177,25 @@ def _fault(point: str) -> None:
 class Node:
     """Everything one running node needs, loaded once at start."""
 
-    def __init__(self, config: NodeConfig, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, clock: Clock | None = None, rng: random.Random | None = None,
+                 worker: bool = False) -> None:
         self.config = config
         self.id = config.node_id
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.catalog = SchemaCatalog(config.schemas)
-        self.trust = self._load_trust(config)
+        # OCSP answers outlive trust-store reloads: one checker for the node's lifetime.
+        self.ocsp = OcspChecker(config.tls.ocsp, clock=self.clock.now)
+        self.trust = self._load_trust(config, self.ocsp)
         now = self.clock.now()
         # Keys are loaded once, here; never per message.
         self.hosted: dict[ParticipantId, HostedKeys] = {p.id: self._load_hosted(p, now) for p in config.participants}
         self.node_signer = SigningIdentity.from_key(
             self.id, load_private_key(config.tls.private_key), load_certificate(config.tls.certificate)
         )
-        self.trust.check(self.node_signer.certificate, name=self.id, usage="digital_signature", now=now)
+        # At start without OCSP (no answer can have been fetched yet; serve() fetches them before the
+        # listeners open): issuer, name, usage, validity period and CRLs.
+        TrustStore(self.trust.anchors, self.trust.crls).check(self.node_signer.certificate, name=self.id, usage="digital_signature", now=now)
         # The federation directory (when configured) names every participant's node and keys;
         # entries in this file (known_participants, routes) take precedence over it.
         self._directory_keys: dict[tuple[ParticipantId, bytes], RecipientKey] = {}
@@ -181,30 +219,73 @@ class Node:
             if config.policies else None
         )  # fmt: skip
         self.store = open_store(config, clock=self.clock.timestamp)  # SQLite, or PostgreSQL shared by replicas
-        self.store.remove_orphan_blobs()
+        if not worker:
+            # Not in a worker process ([node] workers > 1): it starts beside running processes, and
+            # a blob another one has written but not yet referenced in a committed row is no orphan.
+            self.store.remove_orphan_blobs()
         # SECURITY: no audit record, no processing. The log lives in its own file and is
         # signed with the node's key; a failing append refuses the message with 403.
-        config.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        self.audit = AuditLog.open(config.audit_log, node=self.id, signing_key=load_private_key(config.tls.private_key))
+        # On PostgreSQL every replica appends to the one log of this node identity.
+        self.audit = open_audit_log(config, node=self.id, signing_key=load_private_key(config.tls.private_key))
+        self.audit_writer = AuditWriter(self.audit, self.clock.now)  # group commit of the message path's records
         self.person_secret = config.audit_secret.read_bytes() if config.audit_secret else None
         self._wake = asyncio.Event()
+        self._released_blobs: list[Path] = []  # ciphertexts to delete once their settle is on disk
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
         delivery = config.delivery
         self.breakers = {peer.id: CircuitBreaker(delivery.breaker_failures, delivery.breaker_seconds, max(delivery.breaker_seconds, delivery.retry_max_seconds))
                          for peer in config.peers}  # fmt: skip
         self.metrics = NodeMetrics(self)
+        # SECURITY: payload trees are built, inspected and dropped in this one thread, never on
+        # the event loop, and one at a time: with in_memory_max_elements that bounds their memory (F4).
+        self._inspector = ThreadPoolExecutor(1, thread_name_prefix="payload-inspection")
 
     @staticmethod
-    def _load_trust(config: NodeConfig) -> TrustStore:
-        return TrustStore((load_certificate(p) for p in config.tls.trust_anchors), (load_crl(p) for p in config.tls.crls))
+    def _load_trust(config: NodeConfig, ocsp: OcspChecker | None = None) -> TrustStore:
+        return TrustStore((load_certificate(p) for p in config.tls.trust_anchors), (load_crl(p) for p in config.tls.crls), ocsp)
 
     def reload_trust(self) -> None:
         """Read the revocation lists again (hourly, and on SIGHUP); a bad file keeps the old ones."""
         try:
-            self.trust = self._load_trust(self.config)
+            self.trust = self._load_trust(self.config, self.ocsp)
         except (OSError, ValueError) as error:
             log.error("revocation lists not reloaded, the previous ones stay: %s", error)
+
+    async def refresh_revocation(self) -> int:
+        """OCSP (when configured): fetch fresh answers for every certificate this node holds or
+        has seen (at start, then every ``ocsp_refresh_seconds``); returns how many were stored."""
+        if not self.ocsp.enabled:
+            return 0
+        held = [self.node_signer.certificate, *(c for k in self.recipient_keys.values() if (c := k.certificate) is not None)]
+        for keys in self.hosted.values():
+            held += [keys.signer.certificate, keys.encryption_certificate]
+        for cert in held:
+            issuer = issuing_anchor(cert, self.trust.anchors)  # each was checked against the anchors at start
+            if issuer is not None:
+                self.ocsp.watch(cert, issuer)
+        return await self.ocsp.refresh()
+
+    async def prepare_revocation(self, *tokens: str) -> None:
+        """Before verifying signed tokens synchronously: fetch OCSP answers for the certificates
+        they carry that this node sees for the first time (no-op when OCSP is off)."""
+        if self.ocsp.enabled:
+            await self.ocsp.prepare(certificates_in_tokens(tokens, nested=("receipt",)), self.trust.anchors)
+
+    async def prepare_recipient_revocation(self, envelope: Envelope) -> None:
+        """Before the synchronous participant checks: fetch OCSP answers for the encryption
+        certificates of recipients this node knows only from the directory (first sight)."""
+        if not self.ocsp.enabled or self.directory is None:
+            return
+        certificates = []
+        for recipient in envelope.recipients:
+            if recipient in self.recipient_keys:
+                continue
+            try:
+                certificates.append(self.directory.lookup(recipient).encryption_certificate)
+            except GatewayError:
+                continue  # check_participants refuses it with the right code
+        await self.ocsp.prepare(certificates, self.trust.anchors)
 
     def certificate_expiries(self) -> list[tuple[str, str, datetime]]:
         """(what, whose, notAfter) of every certificate this node holds, for warnings and metrics."""
@@ -231,8 +312,15 @@ class Node:
         if settings is None or settings.url is None:
             return None
         settings.cache.parent.mkdir(parents=True, exist_ok=True)
+        fetch = https_fetcher(settings.url, client_context(config))
+
+        async def fetch_then_prepare() -> str:
+            token = await fetch()
+            await self.prepare_revocation(token)  # OCSP for the directory's signer before it is verified
+            return token
+
         cache = DirectoryCache(settings.cache, trust=self.trust, issuer=settings.issuer,
-                               fetch=https_fetcher(settings.url, client_context(config)), clock=self.clock,
+                               fetch=fetch_then_prepare, clock=self.clock,
                                grace=timedelta(hours=settings.grace_hours), on_state_change=self._directory_state)  # fmt: skip
         cache.load()
         return cache
@@ -314,6 +402,16 @@ class Node:
     def audit_append(self, records: list[AuditRecord]) -> None:
         """Append durably or raise AuditUnavailable (403): the caller must not go on."""
         self.audit.append(records, now=self.clock.now())
+
+    async def audit_durably(self, records: list[AuditRecord]) -> None:
+        """:meth:`audit_append` for the message path: appends of concurrent messages share one transaction.
+
+        With ``[store] commit = "each"`` every append is its own transaction, in line.
+        """
+        if getattr(self.store, "commit", "group") == "each":
+            self.audit_append(records)
+        else:
+            await self.audit_writer.append(records)
 
     def event(self, kind: str, *, status: int | None = None, detail: str | None = None) -> Event:
         return Event(time=self.clock.timestamp(), node=self.id, kind=kind, status=status, detail=detail)
@@ -455,6 +553,11 @@ class Node:
                 f"messageDate is more than {self.config.delivery.expiry_days} days old",
                 status=StatusCode.MESSAGE_TOO_OLD,
             )
+        # SECURITY: expiry counts from messageDate; a date far ahead would keep the message
+        # queued (and retried) for ever, so only clock skew is tolerated (threat model F9).
+        tolerance = self.config.delivery.message_date_tolerance_seconds
+        if -age.total_seconds() > tolerance:
+            raise Refused(f"messageDate is more than {tolerance:g} seconds in the future", status=StatusCode.INVALID_ENVELOPE)
 
     async def submit(
         self, envelope_xml: bytes, payload: AsyncIterator[bytes], *, payload_name: str, system: LocalSystem | None
@@ -474,6 +577,7 @@ class Node:
             # Nothing can be recorded against an unreadable envelope but the receipt.
             raise Refused(error.info, status=error.status) from None
         with bound(message_id=envelope.message_id, sender=str(envelope.sender)):
+            await self.prepare_recipient_revocation(envelope)  # OCSP for directory keys first met here
             try:
                 with self.metrics.timed(Stage.CHECK_PARTICIPANTS):
                     plan = self.check_participants(envelope, system)
@@ -490,7 +594,7 @@ class Node:
                     else:
                         parts, decisions, refs = await self.decide_and_seal_streamed(envelope, envelope_xml, head, rest, payload_name, plan, content)
                 with self.metrics.timed(Stage.PERSIST):
-                    return self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
+                    return await self.persist(envelope, envelope_xml, parts, decisions, content.hexdigest(), actor, refs)
             except GatewayError as error:
                 self._record_refusal(envelope, error)
                 raise
@@ -517,10 +621,18 @@ class Node:
         return bytes(head), None
 
     def parse_payload(self, payload: bytes) -> etree._ElementTree | None:
-        """The payload as a safely parsed XML tree, or None when it is not XML (a zip, a PDF)."""
+        """The payload as a safely parsed XML tree, or None when it is not XML (a zip, a PDF).
+
+        SECURITY: a payload that starts as markup but that safexml refuses (a DOCTYPE, an
+        encoding trick, broken markup) raises :class:`UnreadablePayload` (200): passed on as
+        "not XML" it would skip the header check, the policy's payload facts and the person
+        refs, and its recipient would still read it as XML (threat model F2).
+        """
         try:
             return parse_xml(payload, self.config.limits.xml)
-        except GatewayError:
+        except GatewayError as error:
+            if claims_xml(payload):
+                raise UnreadablePayload(f"payload looks like XML but cannot be read safely: {error.info}") from None
             return None
 
     def check_header(self, envelope: Envelope, tree: etree._ElementTree) -> None:
@@ -570,16 +682,41 @@ class Node:
         return {str(recipient): decision for (recipient, _, _), decision in zip(plan, decisions)}
 
     async def inspect_decide_and_seal(self, envelope, envelope_xml, payload: bytes, payload_name, plan):
-        """An in-memory payload: header, format, policy, then one ciphertext per distinct variant.
+        """An in-memory payload: header, format, policy (in the inspection thread), then one ciphertext per distinct variant.
 
         Recipients that get the same bytes (same redactions, same target format) share one
         ciphertext; the variant is built redaction first (paths name the sender's format), then
         converted to the recipient's format.
         """
-        tree = self.parse_payload(payload)
+        inspected = await asyncio.get_running_loop().run_in_executor(self._inspector, self.inspect_payload, envelope, payload, plan)
+        if inspected is None:
+            # More elements than a tree may hold: checked and sealed as it streams, like a larger payload.
+            return await self.decide_and_seal_streamed(envelope, envelope_xml, payload, _chunks(payload), payload_name, plan,
+                                                       new_hash(), size=len(payload))  # fmt: skip
+        parts = []
+        for variant in inspected.variants:
+            check = CheckedPayload(inspected.acceptance, inspected.namespace) if inspected.is_xml else None
+            part = await self.seal_payload(envelope, envelope_xml, _once(variant.data), payload_name, variant.members, check=check)
+            parts.append(dataclasses.replace(part, converted=variant.conversion) if variant.conversion else part)
+        return parts, inspected.decisions, inspected.refs
+
+    def inspect_payload(self, envelope: Envelope, payload: bytes, plan) -> InspectedPayload | None:
+        """Header, format, policy, person refs and the per-recipient variants of an in-memory payload.
+
+        Runs in the inspection thread: the tree is built, used and dropped there. None when the
+        payload holds more than ``in_memory_max_elements`` elements (it is then streamed).
+        """
+        if claims_xml(payload) and not within_element_budget(payload, self.config.limits.in_memory_max_elements):
+            return None
+        try:
+            tree, unreadable = self.parse_payload(payload), None
+        except UnreadablePayload as error:
+            tree, unreadable = None, error
         facts = payload_facts(tree) if tree is not None else None
         # Policy first: a test delivery to a production register is 311 whatever else is wrong.
         decisions = self.decide(envelope, plan, len(payload), facts)
+        if unreadable is not None:
+            raise unreadable
         refs, inspection = (), None
         if tree is not None:
             self.check_header(envelope, tree)
@@ -596,7 +733,7 @@ class Node:
         checked = None
         if tree is not None:
             checked = check_tree(tree, acceptance, self.catalog)
-        parts = []
+        built = []
         for (redactions, target), members in variants.items():
             data = payload
             if redactions:
@@ -608,14 +745,15 @@ class Node:
                     data = converted
                     target_name = target.detect(parse_xml(data, self.config.limits.xml))[0].name
                     conversion = f"{inspection.adapter.name} → {target_name}"
-            check = CheckedPayload(acceptance, checked) if tree is not None else None
-            part = await self.seal_payload(envelope, envelope_xml, _once(data), payload_name, members, check=check)
-            parts.append(dataclasses.replace(part, converted=conversion) if conversion else part)
-        return parts, decisions, refs
+            built.append(PayloadVariant(data, members, conversion))
+        return InspectedPayload(decisions, refs, acceptance, tree is not None, checked, tuple(built))
 
-    async def decide_and_seal_streamed(self, envelope, envelope_xml, head, rest, payload_name, plan, content):
-        """A payload too large to hold: envelope-level policy only, sealed as it streams."""
-        decisions = self.decide(envelope, plan, self.config.limits.max_payload_bytes, None)
+    async def decide_and_seal_streamed(self, envelope, envelope_xml, head, rest, payload_name, plan, content, *, size: int | None = None):
+        """A payload too large to hold: envelope-level policy only, sealed as it streams.
+
+        ``size`` is the payload's size when it is known (in memory, but too many elements for a tree).
+        """
+        decisions = self.decide(envelope, plan, self.config.limits.max_payload_bytes if size is None else size, None)
         if any(d.redactions for d in decisions.values()):
             raise Refused("payload too large to apply the redactions its policy requires", status=StatusCode.MESSAGE_TOO_LARGE)
         return [await self.seal_payload(envelope, envelope_xml, _hashed(rest, content), payload_name, plan)], decisions, ()
@@ -636,28 +774,44 @@ class Node:
             node=self.id,
             segment_size=self.config.limits.segment_size,
         )
+        # SECURITY: parsing a streamed XML payload is CPU work that a sender controls (2 MiB of
+        # <e/> take a second); it runs in the inspection thread, in slices of 64 KiB, so the event
+        # loop gets its turn between slices and keeps serving everyone else (F4).
+        parses = isinstance(check, PayloadCheck) and check.acceptance is not PayloadAcceptance.ANY
+        loop = asyncio.get_running_loop()
         blob = self.store.new_blob()
         try:
             async for chunk in payload:
                 if check.size + len(chunk) > self.config.limits.max_payload_bytes:
                     raise Refused("payload exceeds the node's size limit", status=StatusCode.MESSAGE_TOO_LARGE)
-                check.feed(chunk)
+                if parses:
+                    for start in range(0, len(chunk), _CHECK_SLICE):
+                        await loop.run_in_executor(self._inspector, check.feed, chunk[start : start + _CHECK_SLICE])
+                else:
+                    check.feed(chunk)
                 blob.write(sealing.feed(chunk))
             if check.size == 0:
                 raise Refused("no payload found", status=StatusCode.NO_PAYLOAD)
-            check.finish()
+            if parses:
+                await loop.run_in_executor(self._inspector, check.finish)
+            else:
+                check.finish()
             blob.write(sealing.finish())
             seal = sealing.seal(self.hosted[envelope.sender].signer, self.clock.now())
-            path = blob.close()
+            path = await self.store.close_blob(blob)
         except BaseException:
             blob.discard()
             raise
         return SealedPart(path, blob.sha256, seal, tuple(plan), check.size, check.namespace, acceptance)
 
-    def persist(self, envelope: Envelope, envelope_xml: bytes, parts: list[SealedPart], decisions: dict,
-                content_sha256: str, actor: Actor, refs: tuple[str, ...]) -> Accepted:  # fmt: skip
-        """Audit, then persist, then 202: one transaction for every recipient's row; blobs are durable first."""
-        self.store.sync_blobs()
+    async def persist(self, envelope: Envelope, envelope_xml: bytes, parts: list[SealedPart], decisions: dict,
+                      content_sha256: str, actor: Actor, refs: tuple[str, ...]) -> Accepted:  # fmt: skip
+        """Audit, then persist, then 202: one transaction for every recipient's row; blobs are durable first.
+
+        Every wait for the disk here is shared with the messages in flight beside this one
+        (group commit, gateway/groupcommit.py); the 202 still waits for all of them.
+        """
+        await self.store.blobs_durable()
         now = self.clock.now()
         records = []
         for part in parts:
@@ -673,7 +827,7 @@ class Node:
                     records.append(self.audit_record(envelope, Action.POLICY_DECISION, Role.ORIGIN, actor, policy=policy, recipients=[str(recipient)]))
                 records.append(self.audit_record(envelope, Action.SEALED, Role.ORIGIN, actor, sent=part.ciphertext_sha256, recipients=[str(recipient)]))
         try:
-            self.audit_append(records)
+            await self.audit_durably(records)
         except AuditUnavailable:
             for part in parts:
                 part.blob.unlink(missing_ok=True)
@@ -715,6 +869,9 @@ class Node:
                 f"messageId {envelope.message_id} was already used by {envelope.sender}",
                 status=StatusCode.DUPLICATE_MESSAGE_ID,
             )
+        # DURABILITY: no 202 (and no outbox file removed) before the rows are on disk; a
+        # resubmission (SAME) may be answered before the first one's commit was synced.
+        await self.store.durable()
         self._wake.set()
         return Accepted(envelope, duplicate=outcome is Outcome.SAME)
 
@@ -821,15 +978,19 @@ class Node:
         with bound(message_id=header.message_id, sender=header.sender, recipient=header.recipient, peer=peer), \
                 self.metrics.timed(Stage.RECEIVE) as hop:
             result = await self._receive(header, ciphertext, peer)
+            # DURABILITY: no receipt 100 or hand-over acknowledgement before the inbox or
+            # queue row is on disk (shared fsync, gateway/groupcommit.py).
+            await self.store.durable()
             if isinstance(result, StoredReceipt) and result.status != int(StatusCode.DELIVERED):
                 hop.refused(result.status)
             return result
 
     async def _receive(self, header: TransferHeader, ciphertext: AsyncIterator[bytes], peer: str | None) -> StoredReceipt | RelayAck:
+        await self.prepare_revocation(header.seal, *header.hops)  # OCSP on first sight, before the synchronous checks
         try:
             verified, envelope, keys = self.verify_transfer(header, peer)
         except GatewayError as error:
-            return self._refusal_receipt(header, error)
+            return await self._refusal_receipt(peer, header, error)
         if keys is None:
             return await self.relay(header, verified, envelope, ciphertext, peer)
         recipient = keys.participant
@@ -849,13 +1010,13 @@ class Node:
                 decryptor.feed(chunk)  # authenticates every segment; the plaintext is discarded here
             verified.check_ciphertext(blob.sha256, blob.length)
             decryptor.finish()
-            path = blob.close()
-            self.store.sync_blobs()
+            path = await self.store.close_blob(blob)
+            await self.store.blobs_durable()
         except (GatewayError, StreamError) as error:
             blob.discard()
             if isinstance(error, StreamError):
                 error = SealError(f"payload ciphertext does not authenticate: {error}")
-            return self._refusal_receipt(header, error, envelope)
+            return await self._refusal_receipt(peer, header, error, envelope)
         except BaseException:
             blob.discard()
             raise
@@ -866,13 +1027,13 @@ class Node:
         signature = self._sign_receipt(receipt_xml, verified.ciphertext_sha256, events)
         peer_actor = Actor(ActorKind.PEER_NODE, peer) if peer else Actor(ActorKind.NODE, self.id)
         try:
-            self.audit_append([
+            await self.audit_durably([
                 self.audit_record(envelope, Action.RECEIVED, Role.DESTINATION, peer_actor, received=verified.ciphertext_sha256, recipients=[str(recipient)]),
                 self.audit_record(envelope, Action.DELIVERED, Role.DESTINATION, peer_actor, receipt_code=100, recipients=[str(recipient)]),
             ])  # fmt: skip
         except AuditUnavailable as error:
             path.unlink(missing_ok=True)
-            return self._refusal_receipt(header, error, envelope)
+            return await self._refusal_receipt(peer, header, error, envelope)
         outcome = self.store.deliver(
             {
                 "sender": str(envelope.sender),
@@ -892,8 +1053,8 @@ class Node:
         if outcome is not Outcome.NEW:
             path.unlink(missing_ok=True)
         if outcome is Outcome.CONFLICT:
-            return self._refusal_receipt(
-                header, Refused("messageId already delivered with other content", status=StatusCode.DUPLICATE_MESSAGE_ID), envelope
+            return await self._refusal_receipt(
+                peer, header, Refused("messageId already delivered with other content", status=StatusCode.DUPLICATE_MESSAGE_ID), envelope
             )
         if outcome is Outcome.SAME:
             known = self.store.find_inbox(str(envelope.sender), envelope.message_id, str(recipient))
@@ -913,7 +1074,48 @@ class Node:
             },
         )
 
-    def _refusal_receipt(self, header: TransferHeader, error: GatewayError, envelope: Envelope | None = None) -> StoredReceipt:
+    async def _refusal_receipt(self, peer: str | None, header: TransferHeader, error: GatewayError,
+                               envelope: Envelope | None = None) -> StoredReceipt:  # fmt: skip
+        """The signed receipt refusing a transfer, audited here first (destination or relay).
+
+        SECURITY: issue 7 asks for an audit record of every refused input; a refusal that
+        cannot be audited becomes 403 (temporary), so the origin sends again and no permanent
+        outcome exists without its record here (threat model F12).
+        """
+        if not isinstance(error, AuditUnavailable):
+            try:
+                await self.audit_durably([self._refusal_record(peer, header, error, envelope)])
+            except AuditUnavailable as unavailable:
+                error = unavailable
+        return self._signed_refusal(header, error, envelope)
+
+    def _refusal_record(self, peer: str | None, header: TransferHeader, error: GatewayError, envelope: Envelope | None) -> AuditRecord:
+        """What this hop refused and with which code: envelope fields once verified, else only the transfer's claims.
+
+        Never the reason text (it may quote what the peer sent) and never payload content.
+        """
+        actor = Actor(ActorKind.PEER_NODE, peer) if peer else Actor(ActorKind.NODE, self.id)
+        try:
+            recipient = ParticipantId.parse(header.recipient)
+        except ValueError:
+            recipient = None
+        route = self.config.route_for(recipient) if recipient is not None and recipient not in self.hosted else None
+        role = Role.RELAY if route is not None and not route.is_local else Role.DESTINATION
+        if envelope is not None and recipient is not None:
+            return self.audit_record(envelope, Action.REFUSED, role, actor, outcome=AuditOutcome.REFUSED,
+                                     receipt_code=int(error.status), recipients=[str(recipient)])  # fmt: skip
+        claims = {"verified": "false"}
+        for key, value in (("claimed_sender", header.sender), ("claimed_recipient", header.recipient)):
+            with contextlib.suppress(ValueError, TypeError):
+                claims[key] = str(ParticipantId.parse(value))
+        try:
+            message_id = check_message_id(header.message_id)
+        except (ValueError, TypeError):
+            message_id = None
+        return AuditRecord(time=self.clock.now(), node=self.id, role=role, action=Action.REFUSED, actor=actor,
+                           outcome=AuditOutcome.REFUSED, message_id=message_id, receipt_code=int(error.status), details=claims)  # fmt: skip
+
+    def _signed_refusal(self, header: TransferHeader, error: GatewayError, envelope: Envelope | None = None) -> StoredReceipt:
         now = self.clock.now()
         log.warning("transfer refused: status %s: %s", int(error.status), error.info)
         if envelope is not None:
@@ -948,11 +1150,11 @@ class Node:
                     raise SealError("more ciphertext than sealed")
                 blob.write(chunk)
             verified.check_ciphertext(blob.sha256, blob.length)
-            path = blob.close()
-            self.store.sync_blobs()
+            path = await self.store.close_blob(blob)
+            await self.store.blobs_durable()
         except GatewayError as error:
             blob.discard()
-            return self._refusal_receipt(header, error, envelope)
+            return await self._refusal_receipt(peer, header, error, envelope)
         except BaseException:
             blob.discard()
             raise
@@ -966,10 +1168,10 @@ class Node:
             records.append(self.audit_record(envelope, Action.POLICY_DECISION, Role.RELAY, peer_actor, recipients=[str(recipient)],
                                              policy=PolicyRecord(rule_ids=tuple(decision.rule_ids), revision=decision.revision)))  # fmt: skip
         try:
-            self.audit_append(records)
+            await self.audit_durably(records)
         except AuditUnavailable as error:
             path.unlink(missing_ok=True)
-            return self._refusal_receipt(header, error, envelope)
+            return await self._refusal_receipt(peer, header, error, envelope)
         now = self.clock.now()
         row = {
             "sender": str(envelope.sender), "message_id": envelope.message_id, "recipient": str(recipient),
@@ -983,7 +1185,7 @@ class Node:
         if outcome is not Outcome.NEW:
             path.unlink(missing_ok=True)
         if outcome is Outcome.CONFLICT:
-            return self._refusal_receipt(header, Refused("messageId already relayed with other content", status=StatusCode.DUPLICATE_MESSAGE_ID), envelope)
+            return await self._refusal_receipt(peer, header, Refused("messageId already relayed with other content", status=StatusCode.DUPLICATE_MESSAGE_ID), envelope)
         self._wake.set()
         stored = self.store.find_outgoing(str(envelope.sender), envelope.message_id, str(recipient))
         assert stored is not None
@@ -1010,7 +1212,7 @@ class Node:
             "ciphertextSha256": item.ciphertext_sha256, "receipt": final_token, "events": [e.as_dict() for e in events],
         })  # fmt: skip
 
-    def accept_returned_receipt(self, token: str, peer: str) -> bool:
+    async def accept_returned_receipt(self, token: str, peer: str) -> bool:
         """A relay we handed a message to returns its final receipt: settle our row (idempotent)."""
         claims = verify_signed(token, typ=RELAY_TYPE, signer=peer, trust=self.trust, now=self.clock.now())
         if claims.get("kind") != "receipt" or not isinstance(claims.get("receipt"), str):
@@ -1023,7 +1225,7 @@ class Node:
         final = claims["receipt"]
         _, inner = verify_node_signed(final, typ=RECEIPT_TYPE, trust=self.trust, now=self.clock.now())
         relayed_events = _events(claims.get("events", []))
-        if self._conclude(item, final, inner, relayed_events, Actor(ActorKind.PEER_NODE, peer), receipt_events=False):
+        if await self._conclude(item, final, inner, relayed_events, Actor(ActorKind.PEER_NODE, peer), receipt_events=False):
             return True
         current = self.store.find_outgoing(item.sender, item.message_id, item.recipient)
         if current is not None and current.state in (OutgoingState.QUEUED, OutgoingState.HANDED):
@@ -1113,12 +1315,15 @@ class Node:
 
     async def forward_due(self) -> int:
         """One round: expire what is too old, send what is due. Returns messages settled."""
+        # DURABILITY: what the last round settled is on disk before anything new goes out.
+        await self.flush_released_blobs()
         self.expire_due()
         returned = await self.return_receipts()
         now = self.clock.timestamp()
         probes: set[str] = set()
         due = [item for item in self.store.due(now, limit=200) if self._breaker_allows(item.via, now, probes)]
         if not due:
+            await self.flush_released_blobs()  # what expire_due released
             return returned
         semaphore = asyncio.Semaphore(self.config.delivery.parallel_transfers)
 
@@ -1132,6 +1337,7 @@ class Node:
                     return settled
 
         results = await asyncio.gather(*(one(item) for item in due))
+        await self.flush_released_blobs()
         return sum(results)
 
     def expire_due(self) -> None:
@@ -1208,9 +1414,10 @@ class Node:
                 signer = self.id
             else:
                 receipt, signer = await self._post_transfer(item, header)
+            await self.prepare_revocation(receipt.token if isinstance(receipt, RelayAck) else receipt.signature or "")
             if isinstance(receipt, RelayAck):
                 self._peer_succeeded(item.via)
-                return self._handed_over(item, receipt, signer)
+                return await self._handed_over(item, receipt, signer)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TemporaryFailure) as error:
             delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
                                   cap=self.config.delivery.retry_max_seconds, rng=self.rng)  # fmt: skip
@@ -1221,8 +1428,9 @@ class Node:
             self.metrics.retry(item.via, RetryReason.NETWORK)
             self._peer_failed(item.via)
             return False
-        self._peer_succeeded(item.via)
-        return self._settle_with_receipt(item, receipt, signer)
+        # The breaker learns from the receipt itself: _conclude closes it for a receipt about
+        # this message, _receipt_rejected counts a forged or mismatched one as a failure.
+        return await self._settle_with_receipt(item, receipt, signer)
 
     async def _post_transfer(self, item: Outgoing, header: TransferHeader) -> tuple[StoredReceipt, str]:
         peer = self.config.peer(item.via)
@@ -1239,7 +1447,12 @@ class Node:
         async with session.post(peer.url + TRANSFER_PATH, data=body(), headers={"Content-Type": "application/octet-stream"}) as response:
             if response.status >= 500 or response.status in (408, 429):
                 raise TemporaryFailure(f"peer answered HTTP {response.status}")
-            data = await response.json(content_type=None)
+            try:
+                data = await response.json(content_type=None)
+            except (ValueError, RecursionError):
+                # SECURITY: the peer's answer is untrusted input; an HTML error page or JSON
+                # nested too deep is a failed attempt like a dropped connection (threat model F19).
+                raise TemporaryFailure(f"peer answered HTTP {response.status} with a body that is not a JSON object") from None
         if isinstance(data, dict) and isinstance(data.get("relayed"), str):
             return RelayAck(data["relayed"]), peer.id
         token = data.get("receipt") if isinstance(data, dict) else None
@@ -1247,7 +1460,7 @@ class Node:
             raise TemporaryFailure(f"peer answered HTTP {response.status} without a receipt")
         return StoredReceipt(item.sender, item.message_id, item.recipient, 0, b"", token, self.clock.timestamp()), peer.id
 
-    def _handed_over(self, item: Outgoing, ack: RelayAck, relay: str) -> bool:
+    async def _handed_over(self, item: Outgoing, ack: RelayAck, relay: str) -> bool:
         """The peer is a relay and took the message over durably: stop sending, await the final receipt."""
         try:
             claims = verify_signed(ack.token, typ=RELAY_TYPE, signer=relay, trust=self.trust, now=self.clock.now())
@@ -1263,8 +1476,8 @@ class Node:
         envelope = parse_envelope(item.envelope, None)
         role = Role.RELAY if item.upstream else Role.ORIGIN
         try:
-            self.audit_append([self.audit_record(envelope, Action.FORWARDED, role, Actor(ActorKind.PEER_NODE, relay),
-                                                 sent=item.ciphertext_sha256, recipients=[item.recipient])])  # fmt: skip
+            await self.audit_durably([self.audit_record(envelope, Action.FORWARDED, role, Actor(ActorKind.PEER_NODE, relay),
+                                                        sent=item.ciphertext_sha256, recipients=[item.recipient])])  # fmt: skip
         except AuditUnavailable:
             self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
                                   self.event("retry", status=int(StatusCode.LOGGING_NOT_REACHABLE), detail="audit log unavailable"))  # fmt: skip
@@ -1274,21 +1487,34 @@ class Node:
         self._release_blob(item)
         return handed
 
-    def _settle_with_receipt(self, item: Outgoing, stored: StoredReceipt, signer: str) -> bool:
+    async def _settle_with_receipt(self, item: Outgoing, stored: StoredReceipt, signer: str) -> bool:
         """The next hop answered with its signed receipt (it was the destination, or refused)."""
         try:
             claims = verify_signed(stored.signature or "", typ=RECEIPT_TYPE, signer=signer, trust=self.trust, now=self.clock.now())
         except GatewayError as error:
-            log.warning("receipt from %s rejected: %s", signer, error.info)
-            self.metrics.retry(item.via, RetryReason.RECEIPT_REJECTED)
-            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
-                                  self.event("retry", detail=f"receipt from {signer} rejected"))  # fmt: skip
-            return False
+            return self._receipt_rejected(item, signer, error.info)
         actor = Actor(ActorKind.PEER_NODE, signer) if signer != self.id else Actor(ActorKind.NODE, self.id)
         # A local delivery already wrote its events into this store's timeline.
-        return self._conclude(item, stored.signature or "", claims, [], actor, receipt_events=signer != self.id)
+        return await self._conclude(item, stored.signature or "", claims, [], actor, receipt_events=signer != self.id)
 
-    def _conclude(self, item: Outgoing, final: str, claims: dict, relayed: list[Event], actor: Actor, *, receipt_events: bool = True) -> bool:
+    def _receipt_rejected(self, item: Outgoing, peer: str, why: str) -> bool:
+        """An answer that cannot settle ``item``: unverifiable, unreadable, or about another message or content.
+
+        SECURITY: the row backs off as after a network failure and the peer's circuit breaker
+        counts it, so a lying or broken peer cannot make this node re-send the ciphertext to
+        it in a tight loop (threat model F11). The message stays queued with its ciphertext.
+        """
+        log.warning("receipt from %s rejected: %s", peer, why)
+        delay = backoff_delay(item.attempts, base=self.config.delivery.retry_base_seconds,
+                              cap=self.config.delivery.retry_max_seconds, rng=self.rng)  # fmt: skip
+        self.metrics.retry(item.via, RetryReason.RECEIPT_REJECTED)
+        self.store.reschedule(item, self.clock.timestamp() + delay,
+                              self.event("retry", detail=f"receipt from {peer} rejected; next attempt in {delay:.1f}s"))  # fmt: skip
+        self._peer_failed(item.via)
+        return False
+
+    async def _conclude(self, item: Outgoing, final: str, claims: dict, relayed: list[Event], actor: Actor, *,
+                        receipt_events: bool = True) -> bool:  # fmt: skip
         """Settle ``item`` with its final receipt (``final``, signed by the node that issued it).
 
         ``relayed`` are the events of the relays on the way back (they already include the
@@ -1299,16 +1525,12 @@ class Node:
             receipt_xml = str(claims["receipt"]).encode("utf-8")
             receipt = parse_receipt(receipt_xml, self.catalog)
         except (GatewayError, KeyError) as error:
-            log.warning("receipt for %s rejected: %s", item.message_id, error)
-            self.store.reschedule(item, self.clock.timestamp() + self.config.delivery.retry_base_seconds,
-                                  self.event("retry", detail="receipt rejected"))  # fmt: skip
-            return False
+            return self._receipt_rejected(item, actor.id, error.info if isinstance(error, GatewayError) else "no receipt in the claims")
         if receipt.message_id != item.message_id or str(receipt.recipient) != item.recipient or str(receipt.sender) != item.sender:
-            log.warning("receipt from %s answers another message", actor.id)
-            return False
+            return self._receipt_rejected(item, actor.id, "the receipt answers another message")
         if receipt.status is StatusCode.DELIVERED and claims.get("ciphertextSha256") != item.ciphertext_sha256:
-            log.warning("receipt from %s is bound to other content", actor.id)
-            return False
+            return self._receipt_rejected(item, actor.id, "the receipt is bound to other content")
+        self._peer_succeeded(item.via)  # a verified receipt about this message: the peer answers
         remote_events = _events(claims.get("events", [])) if receipt_events else []
         if receipt.status.is_temporary_failure:
             self.metrics.retry(item.via, RetryReason.TEMPORARY_CODE)
@@ -1326,7 +1548,7 @@ class Node:
                                          role, actor, receipt_code=int(receipt.status), recipients=[item.recipient],
                                          outcome=AuditOutcome.OK if state is OutgoingState.DELIVERED else AuditOutcome.REFUSED))  # fmt: skip
         try:
-            self.audit_append(records)
+            await self.audit_durably(records)
         except AuditUnavailable:
             # Fail closed: the receipt is not taken; the retry gets the same receipt again.
             self.metrics.retry(item.via, RetryReason.AUDIT_UNAVAILABLE)
@@ -1344,9 +1566,25 @@ class Node:
         return settled
 
     def _release_blob(self, item: Outgoing) -> None:
-        """Delete the ciphertext once no recipient of the message still waits for it."""
+        """Delete the ciphertext once no recipient of the message still waits for it.
+
+        DURABILITY: only after the settle that releases it is on disk (the next forwarder
+        round or :meth:`flush_released_blobs`): a crash before that finds the row queued
+        again, and its ciphertext must still be there to send.
+        """
         if not any(o.state is OutgoingState.QUEUED for o in self.store.outgoing_for(item.sender, item.message_id)):
-            item.blob.unlink(missing_ok=True)
+            self._released_blobs.append(item.blob)
+
+    async def flush_released_blobs(self) -> None:
+        """Make every settle so far durable, then delete the ciphertexts they released."""
+        released, self._released_blobs = self._released_blobs, []
+        try:
+            await self.store.durable()
+        except BaseException:
+            self._released_blobs[:0] = released
+            raise
+        for blob in released:
+            blob.unlink(missing_ok=True)
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -1357,8 +1595,13 @@ class Node:
         return self._session
 
     async def close(self) -> None:
+        await self.ocsp.close()
         if self._session is not None:
             await self._session.close()
+        with contextlib.suppress(OSError):
+            await self.flush_released_blobs()
+        self.audit_writer.close()
+        self._inspector.shutdown(wait=False, cancel_futures=True)
         self.store.close()
         self.audit.close()
 
@@ -1452,6 +1695,13 @@ async def _hashed(chunks: AsyncIterator[bytes], digest) -> AsyncIterator[bytes]:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def _chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """``data`` in the chunks a streamed payload arrives in, yielding the loop between them."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0)
 
 
 def _strictest(modes: Iterable[PayloadAcceptance]) -> PayloadAcceptance:

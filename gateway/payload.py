@@ -10,10 +10,11 @@ from lxml import etree
 
 from .config import PayloadAcceptance
 from .ids import GatewayError, StatusCode
-from .safexml import XmlLimits
+from .safexml import XmlLimits, document_problem, element_namespace, encoding_problem
 from .schemas import SchemaCatalog, redact_quoted
 
 _ROOT_SNIFF_LIMIT = 256 * 1024
+_DTD_MARKS = (b"<!DOCTYPE", b"<!ENTITY")
 
 
 class PayloadRefused(GatewayError):
@@ -34,6 +35,7 @@ class PayloadCheck:
         self._parser: etree.XMLPullParser | None = None
         self._depth = 0
         self._elements = 0
+        self._tail = b""
 
     def _new_parser(self, schema) -> etree.XMLPullParser:
         # SECURITY: same hardening as gateway.safexml: no DTD, no entities, no network.
@@ -47,8 +49,12 @@ class PayloadCheck:
             return
         if self.size > self.limits.max_bytes:
             raise PayloadRefused(f"XML payload larger than {self.limits.max_bytes} bytes")
-        if b"<!DOCTYPE" in chunk or b"<!ENTITY" in chunk:
+        # A quick byte test for the common (ASCII-compatible) case, across chunk boundaries; the
+        # parser's own view of the document (``_refuse_dtd``) decides for every encoding.
+        window = self._tail + chunk
+        if any(mark in window for mark in _DTD_MARKS):
             raise PayloadRefused("document type declarations are not allowed in payloads")
+        self._tail = window[-8:]
         if self._parser is None:
             self._head += chunk
             namespace = self._sniff_root()
@@ -56,30 +62,52 @@ class PayloadCheck:
                 if len(self._head) > _ROOT_SNIFF_LIMIT:
                     raise PayloadRefused("payload has no XML root element in its first 256 KiB")
                 return
-            self.namespace = namespace
-            schema = None
-            if self.acceptance is PayloadAcceptance.SCHEMA_VALID:
-                if not self.catalog.has(namespace):
-                    raise PayloadRefused(
-                        f"no schema for payload namespace {namespace or '(none)'}; the route accepts schema-valid payloads only"
-                    )
-                schema = self.catalog.schema_for(namespace)
-            self._parser = self._new_parser(schema)
-            head, self._head = bytes(self._head), bytearray()
-            self._push(head)
+            self._begin(namespace)
         else:
             self._push(chunk)
 
-    def _sniff_root(self) -> str | None:
+    def _begin(self, namespace: str) -> None:
+        """The root element is known: parse (and validate) the whole document from its start."""
+        self.namespace = namespace
+        schema = None
+        if self.acceptance is PayloadAcceptance.SCHEMA_VALID:
+            if not self.catalog.has(namespace):
+                raise PayloadRefused(
+                    f"no schema for payload namespace {namespace or '(none)'}; the route accepts schema-valid payloads only"
+                )
+            schema = self.catalog.schema_for(namespace)
+        self._parser = self._new_parser(schema)
+        head, self._head = bytes(self._head), bytearray()
+        self._push(head)
+
+    def _sniff_root(self, final: bool = False) -> str | None:
         parser = self._new_parser(None)
         try:
             parser.feed(bytes(self._head))
+            if final:  # a document as short as "<r/>" reports its root only when the parser is closed
+                parser.close()
             for event, element in parser.read_events():
                 if event == "start":
-                    return etree.QName(element).namespace or ""
+                    # SECURITY: the root element's start tag comes after the XML declaration and
+                    # any DOCTYPE: both are known now, in whatever encoding or chunking (F3).
+                    problem = encoding_problem(bytes(self._head))
+                    if problem is not None:
+                        raise PayloadRefused(f"payload {problem}")
+                    self._refuse_dtd(element.getroottree())
+                    namespace = element_namespace(element)
+                    if namespace is None:
+                        # lxml reports an undeclared prefix only at close; QName raised ValueError (F17).
+                        raise PayloadRefused("payload is not well-formed XML: the root element's namespace prefix is not declared")
+                    return namespace
         except etree.XMLSyntaxError as exc:
             raise PayloadRefused(f"payload is not well-formed XML: {_line(exc)}") from None
         return None
+
+    @staticmethod
+    def _refuse_dtd(tree: etree._ElementTree) -> None:
+        problem = document_problem(tree)
+        if problem is not None:
+            raise PayloadRefused(f"{problem} in payloads" if problem.startswith("document type") else f"payload {problem}")
 
     def _push(self, data: bytes) -> None:
         assert self._parser is not None
@@ -95,6 +123,8 @@ class PayloadCheck:
             if event == "start":
                 self._depth += 1
                 self._elements += 1
+                if self._elements == 1:
+                    self._refuse_dtd(element.getroottree())
                 if self._depth > self.limits.max_depth:
                     raise PayloadRefused(f"payload nesting deeper than {self.limits.max_depth}")
                 if self._elements > self.limits.max_elements:
@@ -111,12 +141,17 @@ class PayloadCheck:
         if self._parser is None:
             if self.size == 0:
                 raise PayloadRefused("payload is empty", status=StatusCode.NO_PAYLOAD)
-            self.namespace = self._sniff_root()
-            raise PayloadRefused("payload is not well-formed XML")
+            namespace = self._sniff_root(final=True)
+            if namespace is None:
+                raise PayloadRefused("payload is not well-formed XML")
+            self._begin(namespace)
+        assert self._parser is not None
         try:
-            self._parser.close()
+            root = self._parser.close()
         except etree.XMLSyntaxError as exc:
             raise PayloadRefused(f"payload is not {self._expectation()}: {_line(exc)}") from None
+        # SECURITY: the complete document once more, as the parser read it: no DTD, an accepted encoding.
+        self._refuse_dtd(root.getroottree())
 
     def _expectation(self) -> str:
         if self.acceptance is PayloadAcceptance.SCHEMA_VALID:
@@ -150,7 +185,9 @@ def check_tree(tree: etree._ElementTree, acceptance: PayloadAcceptance, catalog:
 
     Returns the root namespace; raises :class:`PayloadRefused` (200) with the same texts.
     """
-    namespace = etree.QName(tree.getroot()).namespace or ""
+    namespace = element_namespace(tree.getroot())
+    if namespace is None:
+        raise PayloadRefused("payload is not well-formed XML: the root element's namespace prefix is not declared")
     if acceptance is PayloadAcceptance.SCHEMA_VALID:
         if not catalog.has(namespace):
             raise PayloadRefused(f"no schema for payload namespace {namespace or '(none)'}; the route accepts schema-valid payloads only")

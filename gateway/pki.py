@@ -187,6 +187,29 @@ class DevelopmentCA:
         return identities[0], identities[1]
 
 
+    def issue_ocsp_responder(self) -> IssuedIdentity:
+        """A delegated OCSP responder identity (``ocsp-responder.pem``) beside the CA.
+
+        It signs OCSP responses for this CA (extended key usage OCSP signing) and carries
+        id-pkix-ocsp-nocheck: clients do not ask about the responder's own status (RFC 6960
+        4.2.2.2.1), so its validity is kept short (30 days; issue it anew to renew).
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Drehscheibe development federation"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "Drehscheibe Development OCSP responder")])  # fmt: skip
+        builder = (
+            self._builder(subject, key.public_key(), days=30)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+            .add_extension(x509.OCSPNoCheck(), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        )
+        identity = IssuedIdentity(self.directory / "ocsp-responder.pem", self.directory / "ocsp-responder-key.pem")
+        _write_certificate(identity.certificate, builder.sign(self.key, hashes.SHA256()))
+        _write_private_key(identity.private_key, key)
+        return identity
+
     # -- revocation and rotation -------------------------------------------------------
 
     @property

@@ -1,9 +1,11 @@
-"""Run a node: two TLS listeners (node-to-node with mTLS, local API) and the forwarder."""
+"""Run a node: two TLS listeners (node-to-node with mTLS, local API) and the forwarder
+(with ``[node] workers > 1`` also its worker processes, gateway/workers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -16,57 +18,97 @@ from .health import ops_app
 from .ids import GatewayError
 from .node import Node
 from .transport import server_context
+from .workers import MULTIPROC_ENV, MultiProcessExposition, Workers, reload_passing
 
 log = logging.getLogger("drehscheibe.server")
 
 
-async def start_listeners(node: Node) -> list[web.AppRunner]:
-    """Start the node-to-node (mTLS) and local API listeners of ``node``."""
+async def start_listeners(node: Node, *, reuse_port: bool = False, ops: bool = True, metrics=None,
+                          local_middlewares: list | None = None) -> list[web.AppRunner]:
+    """Start the node-to-node (mTLS) and local API listeners of ``node`` (and the ops listener).
+
+    ``reuse_port``: several processes of one node bind the same ports (``[node] workers``,
+    gateway/workers.py). SECURITY: Linux lets only sockets of the same effective user join a
+    SO_REUSEPORT group, so another account cannot take a share of the node's connections.
+    """
     config = node.config
     runners = []
-    for app, address, mtls in ((node_api(node), config.listen, True), (local_api(node), config.api, False)):
+    local = local_api(node)
+    local.middlewares.extend(local_middlewares or ())
+    for app, address, mtls in ((node_api(node), config.listen, True), (local, config.api, False)):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.delivery.shutdown_seconds)
         await runner.setup()
-        site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls))
+        site = web.TCPSite(runner, address.host, address.port, ssl_context=server_context(config, require_client_cert=mtls),
+                           reuse_port=reuse_port or None)  # fmt: skip
         await site.start()
         runners.append(runner)
-    if config.ops is not None:
+    if config.ops is not None and ops:
         # Probes and Prometheus: no secrets and no message data on this listener.
-        runner = web.AppRunner(ops_app(node, node.metrics), access_log=None, handle_signals=False)
+        runner = web.AppRunner(ops_app(node, metrics or node.metrics), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, config.ops.host, config.ops.port).start()
         runners.append(runner)
     return runners
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> None:
+async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None, verbose: bool = False) -> None:
     node = Node(config)
     runners = []
+    workers = None
     try:
         node.record_configuration()
-        runners = await start_listeners(node)
+        # OCSP (when configured): answers for the node's own certificates before the first message.
+        await node.refresh_revocation()
+        if config.workers > 1:
+            # The workers listen first: once this process listens too, every process takes work.
+            workers = Workers(config, on_wake=node._wake.set, on_reload=lambda done: _reload_everywhere(node, workers, skip=done), verbose=verbose)
+            await workers.start()
+            multiprocess = MultiProcessExposition(node, workers) if MULTIPROC_ENV in os.environ else None
+            runners = await start_listeners(node, reuse_port=True, metrics=multiprocess,
+                                            local_middlewares=[reload_passing(lambda: workers.signal(signal.SIGHUP))])  # fmt: skip
+        else:
+            runners = await start_listeners(node)
         forwarder = asyncio.create_task(node.run_forwarder(), name="forwarder")
         folders = [asyncio.create_task(f.run(), name=f"folder-{f.participant}") for f in participant_folders(node)]
         housekeeping = asyncio.create_task(_housekeeping(node), name="housekeeping")
+        if node.ocsp.enabled:
+            folders.append(asyncio.create_task(_refresh_revocation(node), name="ocsp"))
         if node.directory is not None:
             folders.append(asyncio.create_task(node.directory.run(interval=config.directory.refresh_seconds, retry_interval=config.directory.retry_seconds), name="directory"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, node)
+        if workers is None:
+            loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, node)
+        else:
+            loop.add_signal_handler(signal.SIGHUP, _reload_everywhere, node, workers)
         log.info("node %s listening: peers on %s:%s, local API on %s:%s", config.node_id, config.listen.host,
                  config.listen.port, config.api.host, config.api.port)  # fmt: skip
         print(f"node {config.node_id} ready", flush=True)
         if ready is not None:
             ready.set()
         await stop.wait()
-        await shut_down(node, runners, forwarder, [housekeeping, *folders])
+        if workers is None:
+            await shut_down(node, runners, forwarder, [housekeeping, *folders])
+        else:
+            # All listeners close together; the workers finish their requests while the forwarder ends its round.
+            await asyncio.gather(workers.stop(), shut_down(node, runners, forwarder, [housekeeping, *folders]))
         runners = []
     finally:
+        if workers is not None:
+            await workers.stop()
+            workers.close()
         for runner in runners:
             await runner.cleanup()
         await node.close()
+
+
+def _reload_everywhere(node: Node, workers: Workers, skip: set[int] = frozenset()) -> None:
+    """SIGHUP to the primary, or an admin reload in the workers ``skip``: this process and every
+    other worker reload (each audits its own reload)."""
+    _reload_on_signal(node)
+    workers.signal(signal.SIGHUP, skip=skip)
 
 
 def _reload_on_signal(node: Node) -> None:
@@ -104,6 +146,14 @@ async def _housekeeping(node: Node, period: float = 3600.0) -> None:
         except GatewayError as error:
             log.error("audit housekeeping failed: %s", error.info)
         await asyncio.sleep(period)
+
+
+async def _refresh_revocation(node: Node) -> None:
+    """OCSP answers are renewed when half their life has passed; the per-message check reads only them."""
+    period = node.config.tls.ocsp.refresh_seconds
+    while True:
+        await asyncio.sleep(period)
+        await node.refresh_revocation()
 
 
 async def shut_down(node: Node, runners: list[web.AppRunner], forwarder: asyncio.Task, others: list[asyncio.Task]) -> None:

@@ -26,6 +26,7 @@ What is added for several replicas (docs/postgresql.md explains the guarantees):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .store import (
+    COMMIT_MODES,
     BlobWriter,
     Event,
     InboxEntry,
@@ -226,6 +228,7 @@ class StoreSettings:
     replica: str | None = None  # None: hostname-pid-random, unique per process start
     lease_seconds: float = 300.0  # longer than the slowest transfer to a peer
     orphan_grace_seconds: float = 3600.0  # an unreferenced blob younger than this may be mid-write on another replica
+    commit: str = "group"  # SQLite: "group" (one fsync for many concurrent commits) or "each" (fsync in every COMMIT)
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -237,6 +240,8 @@ class StoreSettings:
         """The first bad value as (key, why), or None."""
         if self.backend not in ("sqlite", "postgresql"):
             return "backend", 'expected "sqlite" or "postgresql"'
+        if self.commit not in COMMIT_MODES:
+            return "commit", 'expected "group" or "each"'
         if self.backend == "sqlite":
             return None
         if not self.dsn:
@@ -271,7 +276,7 @@ def open_store(config: Any, *, clock: Callable[[], float] | None = None) -> Stor
     """
     settings: StoreSettings = getattr(config, "store_backend", None) or StoreSettings()
     if settings.backend == "sqlite":
-        return Store(config.store)
+        return Store(config.store, commit=settings.commit)
     return PgStore(
         settings.dsn or "",
         config.store,
@@ -432,6 +437,17 @@ class PgStore:
     def sync_blobs(self) -> None:
         """Make new blob directory entries durable (call before committing rows)."""
         _fsync_dir(self.blobs)
+
+    async def close_blob(self, blob: BlobWriter) -> Path:
+        """Close a blob durably, its fsync in a worker thread."""
+        return await blob.aclose()
+
+    async def blobs_durable(self) -> None:
+        """:meth:`sync_blobs` in a worker thread (the event loop goes on meanwhile)."""
+        await asyncio.to_thread(_fsync_dir, self.blobs)
+
+    async def durable(self) -> None:
+        """Every commit is already durable: PostgreSQL syncs its WAL in COMMIT (and groups commits itself)."""
 
     def remove_orphan_blobs(self, grace_seconds: float | None = None) -> int:
         """Delete blobs that no committed row references and nobody wrote to for ``grace_seconds``.

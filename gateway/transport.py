@@ -92,18 +92,32 @@ class TransferHeader:
 
     @classmethod
     def decode(cls, body: bytes) -> TransferHeader:
+        """Read a header as wire format §7 defines it; anything else is :class:`TransferRefused` (HTTP 400).
+
+        SECURITY: the body is the peer's: its size is bounded before it is parsed, JSON nested
+        too deeply for the parser is a refusal, not a RecursionError (threat model F6), and
+        every field must have its type; nothing is coerced (F16).
+        """
+        if len(body) > MAX_HEADER_BYTES:
+            raise TransferRefused("transfer header too large")
         try:
             data = json.loads(body)
-            return cls(
-                sender=str(data["sender"]),
-                recipient=str(data["recipient"]),
-                message_id=str(data["messageId"]),
-                envelope=base64.b64decode(data["envelope"], validate=True),
-                seal=str(data["seal"]),
-                hops=tuple(str(h) for h in data.get("hops", ())),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise TransferRefused("transfer header is malformed") from None
+        except (ValueError, RecursionError):
+            raise TransferRefused("transfer header is not JSON") from None
+        if not isinstance(data, dict):
+            raise TransferRefused("transfer header is not a JSON object")
+        fields = [data.get(name) for name in ("sender", "recipient", "messageId", "envelope", "seal")]
+        if not all(isinstance(value, str) for value in fields):
+            raise TransferRefused("transfer header lacks one of its five string fields")
+        hops = data.get("hops", [])
+        if not isinstance(hops, list) or not all(isinstance(hop, str) for hop in hops):
+            raise TransferRefused("transfer header hops is not an array of strings")
+        sender, recipient, message_id, envelope, seal = fields
+        try:
+            envelope_bytes = base64.b64decode(envelope, validate=True)
+        except ValueError:
+            raise TransferRefused("transfer header envelope is not base64") from None
+        return cls(sender, recipient, message_id, envelope_bytes, seal, tuple(hops))
 
 
 async def read_header(content) -> TransferHeader:

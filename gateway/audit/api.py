@@ -354,7 +354,7 @@ async def verify(request: web.Request) -> web.Response:
     try:
         # SECURITY/availability: the hashing runs in worker processes, not under this
         # process's GIL, so the node keeps serving while an auditor verifies.
-        result = await asyncio.to_thread(verify_log, state.log.path, key, origin=state.log.node, scan_here=False)
+        result = await asyncio.to_thread(verify_log, state.log.source, key, origin=state.log.node, scan_here=False)
     except AuditVerificationError as exc:
         return web.json_response(
             {"valid": False, "reason": exc.reason, "first_bad_index": exc.index, "read_index": read_index}
@@ -426,16 +426,26 @@ async def export(request: web.Request) -> web.StreamResponse:
     if fmt not in FORMATS:
         raise BadParameter("format", f"must be one of {', '.join(FORMATS)}")
     since, until, message_id = _time(params, "since"), _time(params, "until"), _message_id(params)
-    state, actor, now = request.app[STATE], _actor(request), request.app[STATE].now()
-    # Its own thread and handle: the export holds a cursor open while it streams, and
-    # other auditors' requests go on meanwhile.
+    state = request.app[STATE]
+    return await stream_export(request, state.log, actor=_actor(request), now=state.now(), since=since, until=until,
+                               fmt=fmt, message_id=message_id, filename=f"audit-{state.log.node}.{fmt}")  # fmt: skip
+
+
+async def stream_export(request: web.Request, log_: AuditLog, *, actor: Actor, now: datetime, since: datetime | None,
+                        until: datetime | None, fmt: str, message_id: str | None, filename: str) -> web.StreamResponse:  # fmt: skip
+    """Record the export, then stream it (the auditor API and the console share this).
+
+    Raises :class:`AuditUnavailable` before anything is sent if the read cannot be recorded.
+    The export runs in its own thread on its own handle: it holds a cursor open while it
+    streams, and other auditors' requests go on meanwhile.
+    """
     thread = ThreadPoolExecutor(1, thread_name_prefix="audit-export")
     loop = asyncio.get_running_loop()
     handle: AuditLog | None = None
 
     def start() -> Iterator[str]:
         nonlocal handle
-        handle = state.log.reopen()
+        handle = log_.reopen()
         _, lines = export_lines(handle, actor=actor, now=now, since=since, until=until, fmt=fmt, message_id=message_id)
         return lines
 
@@ -444,7 +454,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": f"{_MEDIA_TYPES[fmt]}; charset=utf-8",
-                "Content-Disposition": f'attachment; filename="audit-{state.log.node}.{fmt}"',
+                "Content-Disposition": f'attachment; filename="{filename}"',
             }
         )
         await response.prepare(request)

@@ -59,7 +59,41 @@ def _signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _pg_dsn(args: argparse.Namespace) -> str:
+    from ..store_pg import _dsn_has_password
+
+    # SECURITY: a command line is visible to every user of the machine (ps); libpq reads the
+    # password from PGPASSWORD or PGPASSFILE instead.
+    if _dsn_has_password(args.pg_dsn):
+        raise SystemExit("--pg-dsn must not contain a password (use PGPASSFILE or PGPASSWORD)")
+    return args.pg_dsn
+
+
+def _source(args: argparse.Namespace):
+    """What verify_log reads: the SQLite file, or the log's PostgreSQL schema."""
+    if args.log is not None:
+        return args.log
+    from .log_pg import PgLogSource
+
+    return PgLogSource(_pg_dsn(args), args.pg_schema)
+
+
 def _open(args: argparse.Namespace) -> AuditLog:
+    if args.log is None:
+        from .log_pg import PgAuditLog, PgLogSource
+
+        try:
+            conn = PgLogSource(_pg_dsn(args), args.pg_schema).connect()
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
+            finally:
+                conn.close()
+        except Exception as exc:  # noqa: BLE001 - a driver, server or schema problem: say which, never the DSN
+            raise SystemExit(f"cannot read the audit log schema {args.pg_schema} ({type(exc).__name__})") from None
+        if row is None:
+            raise SystemExit(f"not an audit log schema: {args.pg_schema}")
+        return PgAuditLog.open(_pg_dsn(args), schema=args.pg_schema, node=row[0],
+                               signing_key=lambda: _signing_key(args.signing_key))  # fmt: skip
     try:
         conn = connect(args.log, read_only=True)
         try:
@@ -90,7 +124,7 @@ def _now() -> datetime:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        result = verify_log(args.log, _public_key(args.key), origin=args.origin)
+        result = verify_log(_source(args), _public_key(args.key), origin=args.origin)
     except AuditVerificationError as exc:
         print(f"INVALID: {exc}", file=sys.stderr)
         return 1
@@ -196,13 +230,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     audit = subparsers.add_parser("audit", help="verify, query, export and trace the audit trail")
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
+    def location(p: argparse.ArgumentParser) -> None:
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--log", type=Path, help="the node's audit log SQLite file")
+        where.add_argument("--pg-schema", help='the audit log schema in PostgreSQL (a node with [store] backend = "postgresql": <schema>_audit)')
+        p.add_argument("--pg-dsn", default="", help="libpq connection string without password (default: the PG* environment)")
+
     def writer(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--log", type=Path, required=True, help="the node's audit log SQLite file")
+        location(p)
         p.add_argument("--signing-key", type=Path, required=True, help="node checkpoint key (PEM); the read itself is audited")
         p.add_argument("--actor", required=True, help="auditor id recorded in the audit_read/audit_export record")
 
     p = sub.add_parser("verify", help="check the whole log against its signed checkpoints")
-    p.add_argument("--log", type=Path, required=True)
+    location(p)
     p.add_argument("--key", type=Path, required=True, help="node certificate or public key (PEM)")
     p.add_argument("--origin", help="expected node id (default: the one stored in the log)")
     p.set_defaults(func=_guard(cmd_verify))

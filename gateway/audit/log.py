@@ -11,6 +11,7 @@ itself once the disk, lock or key is back.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -100,12 +101,23 @@ class _Frontier:
 class AuditLog:
     """One node's audit log. Open with :meth:`open`; close with :meth:`close`.
 
+    This class is the SQLite log; :class:`gateway.audit.log_pg.PgAuditLog` subclasses it
+    for PostgreSQL and replaces only the connection, the transaction start (where it
+    takes the per-node lock) and the few statements the dialects spell differently. The
+    Merkle frontier, checkpoint schedule, append, prune and every read live here once.
+
     ``signing_key`` is the node's EC P-256 key, or a callable returning it (an HSM or
     key file that may be unavailable); ``None`` opens the log for reading only, and
     every append then fails closed. A checkpoint is signed inside the append
     transaction when ``checkpoint_every`` records or ``checkpoint_interval`` of record
     time have passed since the last one, and whenever :meth:`checkpoint` is called.
     """
+
+    # What a failing database raises; a subclass for another database names its own.
+    _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    # The time column in a prune scan, hidden from the time index: SQLite would otherwise
+    # walk the index and sort; in index order the scan stops at the first young record.
+    _time_scan = "+time"
 
     def __init__(
         self,
@@ -134,7 +146,7 @@ class AuditLog:
         try:
             conn = log._connection()
             stored = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
-        except sqlite3.Error as exc:
+        except log._db_errors as exc:
             log.close()
             raise AuditUnavailable("audit log cannot be opened") from exc
         if stored is not None and stored[0] != node:
@@ -158,6 +170,30 @@ class AuditLog:
             self._conn.close()
             self._conn = None
 
+    @property
+    def source(self) -> Path:
+        """What :func:`gateway.audit.verify.verify_log` reads: for SQLite, the file."""
+        return self.path
+
+    def disk_bytes(self) -> int:
+        """Bytes the log takes on disk (database file and write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
+
+    def writable_problem(self, timeout: float = 0.2) -> str | None:
+        """Readiness: ``None`` if the log could take a write lock now (nothing is written)."""
+        try:
+            connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+            finally:
+                connection.close()
+        except sqlite3.Error as error:
+            return f"audit log not writable ({type(error).__name__})"
+        if not os.access(self.path.parent, os.W_OK):
+            return "audit log directory not writable"
+        return None
+
     def __enter__(self) -> AuditLog:
         return self
 
@@ -174,8 +210,8 @@ class AuditLog:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('node', ?)", (self.node,))
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                conn.execute("INSERT INTO meta VALUES ('node', ?) ON CONFLICT (key) DO NOTHING", (self.node,))
+                conn.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING", (SCHEMA_VERSION,))
                 conn.execute("COMMIT")
             except sqlite3.Error:
                 conn.close()
@@ -193,6 +229,10 @@ class AuditLog:
         if key is None:
             raise AuditUnavailable("audit log opened without a checkpoint signing key")
         return key
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Start a write transaction that excludes every other writer of this log until it ends."""
+        conn.execute("BEGIN IMMEDIATE")
 
     def _sync(self, conn: sqlite3.Connection) -> None:
         """Inside a write transaction: catch up with appends by other processes."""
@@ -218,6 +258,12 @@ class AuditLog:
     def _write_checkpoint(
         self, conn: sqlite3.Connection, frontier: _Frontier, now: datetime, key: ec.EllipticCurvePrivateKey
     ) -> SignedCheckpoint:
+        last = self._last_checkpoint  # read inside this transaction by _sync
+        if last is not None and now < last.time:
+            # Checkpoint times never go back (verify_log refuses that). Several writers
+            # (replicas, threads) have clocks that differ by a little; the later writer
+            # then signs the newest time already in the log instead of its own.
+            now = last.time
         signed = sign_checkpoint(Checkpoint(self.node, frontier.size, frontier.root(), now), key)
         conn.execute(
             "INSERT INTO checkpoints (size, note, signature) VALUES (?, ?, ?)",
@@ -229,7 +275,7 @@ class AuditLog:
         """Run ``work`` in one write transaction (one fsync); fail closed on any SQLite error."""
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 self._sync(conn)
                 result = work(conn)
@@ -239,7 +285,7 @@ class AuditLog:
                     conn.execute("ROLLBACK")
                 raise
             return result
-        except sqlite3.Error as exc:
+        except self._db_errors as exc:
             # SECURITY: fail closed. Drop the connection so the next call starts from a
             # fresh one (a new file handle, a re-read of the state) and recovers by itself.
             self.close()
@@ -294,7 +340,7 @@ class AuditLog:
     def _read(self) -> sqlite3.Connection:
         try:
             return self._connection()
-        except sqlite3.Error as exc:
+        except self._db_errors as exc:
             raise AuditUnavailable("audit log cannot be read") from exc
 
     @property
@@ -322,7 +368,10 @@ class AuditLog:
 
     def tree(self, size: int | None = None) -> MerkleTree:
         """The Merkle tree over the first ``size`` stored leaf hashes (all by default)."""
-        rows = self._read().execute("SELECT leaf_hash FROM records ORDER BY idx LIMIT ?", (-1 if size is None else size,))
+        if size is None:
+            rows = self._read().execute("SELECT leaf_hash FROM records ORDER BY idx")
+        else:
+            rows = self._read().execute("SELECT leaf_hash FROM records ORDER BY idx LIMIT ?", (size,))
         return MerkleTree([bytes(row[0]) for row in rows])
 
     def iter_records(
@@ -372,22 +421,29 @@ class AuditLog:
 
         def drop(conn: sqlite3.Connection) -> int:
             count = conn.execute("UPDATE records SET body = NULL WHERE idx < ? AND body IS NOT NULL", (cut,)).rowcount
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PRUNE_HINT, str(prune_index)))
+            conn.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (PRUNE_HINT, str(prune_index)),
+            )
             return count
 
         count: int = self._transaction(drop)
         try:
-            # SECURITY: move the change out of the WAL so no pruned body lingers there.
-            self._read().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
+            self._scrub()
+        except self._db_errors as exc:
             raise AuditUnavailable("audit log cannot complete the prune") from exc
         return count
+
+    def _scrub(self) -> None:
+        """After a prune: make the emptied bodies unreadable in the database files."""
+        # SECURITY: move the change out of the WAL so no pruned body lingers there.
+        self._read().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _one(self, sql: str, args: tuple[object, ...] = ()) -> tuple:
         """One row of a read; fail closed like every other access to the log."""
         try:
             return self._read().execute(sql, args).fetchone()
-        except sqlite3.Error as exc:
+        except self._db_errors as exc:
             raise AuditUnavailable("audit log cannot be read") from exc
 
     def _first_stored(self) -> int:
@@ -410,7 +466,8 @@ class AuditLog:
         young one, so it costs the records that are due, not the whole log.
         """
         row = self._one(
-            "SELECT idx FROM records WHERE idx >= ? AND +time >= ? ORDER BY idx LIMIT 1", (start, format_time(before))
+            f"SELECT idx FROM records WHERE idx >= ? AND {self._time_scan} >= ? ORDER BY idx LIMIT 1",
+            (start, format_time(before)),
         )
         return row[0] if row else self.size
 

@@ -114,12 +114,19 @@ class SubjectAccessReport:
 
 
 def subject_access_report(log: AuditLog, person_ref: str, *, actor: Actor, now: datetime) -> SubjectAccessReport:
-    """Group every record that names ``person_ref`` by message, after recording the read."""
+    """Every message with a record that names ``person_ref``, with all of that message's records, after recording the read.
+
+    Two passes: the node writes the person refs on the ``accepted`` record and the purpose and
+    legal basis on the separate ``policy_decision`` record, so a message's other records must be
+    read too, wherever they stand in the log.
+    """
     audit_index = audit_read(log, actor, now, "subject_access_report",
                               canonical_json({"person_ref": person_ref}).decode("utf-8"))
+    about = {record.message_id for _, _, record in log.iter_records(limit_index=audit_index)
+             if person_ref in record.person_refs and record.message_id is not None}  # fmt: skip
     grouped: dict[str, list[AuditRecord]] = {}
     for _, _, record in log.iter_records(limit_index=audit_index):
-        if person_ref in record.person_refs and record.message_id is not None:
+        if record.message_id in about:
             grouped.setdefault(record.message_id, []).append(record)
     messages = []
     for message_id, records in grouped.items():

@@ -16,6 +16,10 @@ What a verifier MUST check, in this order:
 Records after the newest checkpoint are not yet covered by a signature; they are
 reported as the unsigned tail, and a verifier MUST NOT treat them as verified.
 
+The log is read from its SQLite file, or from PostgreSQL through a source object
+(:class:`gateway.audit.log_pg.PgLogSource`, ``log.source``) whose ``connect()`` gives a
+connection that speaks the same statements; all the checks below are the same.
+
 Speed: the bodies are re-hashed in chunks (:mod:`gateway.audit.scan`), and on a log of
 more than ``2 * MIN_RECORDS_PER_WORKER`` records the ranges after the first are scanned
 by worker processes (one per available core, at most ``MAX_AUTO_WORKERS``) while this
@@ -126,12 +130,13 @@ def _start_worker(path: Path, lo: int, hi: int, chunk: int, sizes: Sequence[int]
 
 
 def _scan(
-    conn: sqlite3.Connection, path: Path, ranges: Sequence[tuple[int, int]], *, chunk: int, sizes: Sequence[int],
+    conn: sqlite3.Connection, path: Path | None, ranges: Sequence[tuple[int, int]], *, chunk: int, sizes: Sequence[int],
     gapless: bool, here: bool,
 ) -> list[dict]:
     """Scan the first range here (if ``here``), inside the caller's read transaction, the others in workers."""
     remote = ranges[1:] if here else ranges
-    workers = [(_start_worker(path, lo, hi, chunk, sizes), (lo, hi)) for lo, hi in remote]
+    # Workers open the SQLite file themselves; any other source is scanned here.
+    workers = [(_start_worker(path, lo, hi, chunk, sizes) if path is not None else None, (lo, hi)) for lo, hi in remote]
     try:
         results = [scan.scan_range(conn, *ranges[0], chunk=chunk, sizes=sizes, gapless=gapless)] if here else []
         conn.execute("COMMIT")
@@ -233,8 +238,20 @@ def _cut_of(candidate: tuple[int, bytes], covered: int, origin: str | None) -> i
     return cut if 0 <= cut <= idx else 0
 
 
+def _open(source: Path | str | object) -> tuple[sqlite3.Connection, Path | None, tuple[type[BaseException], ...]]:
+    """(connection, file path or None, errors the database raises) for a log file or a source object."""
+    is_file = isinstance(source, (str, Path))
+    errors = (sqlite3.Error,) if is_file else (sqlite3.Error, *source.errors)  # type: ignore[attr-defined]
+    try:
+        if is_file:
+            return scan.connect_read_only(str(source)), Path(source), errors
+        return source.connect(), None, errors  # type: ignore[attr-defined]
+    except errors as exc:
+        raise AuditVerificationError(f"audit log unreadable: {exc}") from None
+
+
 def verify_log(
-    path: Path | str,
+    path: Path | str | object,
     public_key: ec.EllipticCurvePublicKey,
     *,
     origin: str | None = None,
@@ -242,7 +259,7 @@ def verify_log(
     chunk: int = DEFAULT_CHUNK,
     scan_here: bool = True,
 ) -> VerifiedLog:
-    """Verify the whole log file; raise :class:`AuditVerificationError` at the first bad index.
+    """Verify the whole log (a SQLite file or ``log.source``); raise :class:`AuditVerificationError` at the first bad index.
 
     ``workers`` is the number of ranges scanned in parallel (``None``: one per core for a
     large log, else 1); ``chunk`` the records hashed per batch (a power of two). With
@@ -251,9 +268,9 @@ def verify_log(
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise ValueError("chunk must be a power of two")
-    path = Path(path)
+    source = path
+    conn, path, db_errors = _open(source)
     try:
-        conn = scan.connect_read_only(str(path))
         try:
             # One transaction, so the reads of this process see one state of the file.
             # Records never change once written (only a prune empties old bodies), so
@@ -268,12 +285,14 @@ def verify_log(
             if not gapless:
                 indices = [row[0] for row in conn.execute("SELECT idx FROM records ORDER BY idx")]
                 gap = next(i for i, idx in enumerate([*indices, None]) if idx != i)
-            ranges = _ranges(count, chunk, (workers or _auto_workers(count)) if gapless else 1)
+            parallel = gapless and path is not None
+            ranges = _ranges(count, chunk, (workers or _auto_workers(count)) if parallel else 1)
             # A log with holes is scanned here: the workers select their rows by index.
-            results = _scan(conn, path, ranges, chunk=chunk, sizes=sizes, gapless=gapless, here=scan_here or not gapless)
+            results = _scan(conn, path, ranges, chunk=chunk, sizes=sizes, gapless=gapless,
+                            here=scan_here or not parallel)  # fmt: skip
         finally:
             conn.close()
-    except sqlite3.Error as exc:
+    except db_errors as exc:
         raise AuditVerificationError(f"audit log unreadable: {exc}") from None
     origin = origin or meta.get("node")
 
@@ -321,13 +340,13 @@ def verify_log(
     if pruned and not problems:
         hint = meta.get(PRUNE_HINT)
         try:
-            conn = scan.connect_read_only(str(path))
+            conn, _, _ = _open(source)
             try:
                 hinted = int(hint) if hint and hint.isdigit() else None
                 cut = _authorised_cut(conn, pruned, hinted, good_size, origin)
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
+        except db_errors as exc:
             raise AuditVerificationError(f"audit log unreadable: {exc}") from None
         if cut < pruned:
             problems.append((cut, "record bodies removed beyond what a signed prune record allows"))

@@ -8,9 +8,10 @@ client without its secret. See docs/authentication.md for the TOML.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -86,6 +87,21 @@ class OidcRole:
 
 
 @dataclass(frozen=True)
+class OidcConsoleSettings:
+    """Login of people to the web console through the provider (``[oidc.console]``): code flow with PKCE.
+
+    The client secret is read at load from a file or an environment variable, never from the
+    node file, and is kept out of ``repr`` (the node digests ``repr`` of its configuration).
+    """
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str
+    scopes: tuple[str, ...] = ("openid",)
+    display_name: str = "OpenID Connect"  # the provider's name on the login button
+
+
+@dataclass(frozen=True)
 class OidcSettings:
     """An external OpenID Connect provider whose access tokens the node accepts (``[oidc]``)."""
 
@@ -102,6 +118,7 @@ class OidcSettings:
     max_stale_seconds: float = 86400.0  # while the provider is unreachable, older keys serve this long
     leeway_seconds: int = 60
     timeout_seconds: float = 5.0
+    console: OidcConsoleSettings | None = None  # None: the console offers no login through the provider
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -278,7 +295,7 @@ def parse_oidc(
     reader = _Table(str(source), table, "oidc.")
     reader.only({
         "issuer", "jwks_uri", "audience", "roles", "role_claim", "name_claim", "algorithms", "ca_file",
-        "refresh_seconds", "min_refresh_seconds", "max_stale_seconds", "leeway_seconds", "timeout_seconds",
+        "refresh_seconds", "min_refresh_seconds", "max_stale_seconds", "leeway_seconds", "timeout_seconds", "console",
     })  # fmt: skip
     algorithms = reader.get("algorithms", list, list(OidcSettings.algorithms))
     if not algorithms or not all(isinstance(a, str) and a in OIDC_ALGORITHMS for a in algorithms):
@@ -313,7 +330,56 @@ def parse_oidc(
         max_stale_seconds=reader.positive("max_stale_seconds", float, 86400.0),
         leeway_seconds=reader.get("leeway_seconds", int, 60),
         timeout_seconds=reader.positive("timeout_seconds", float, 5.0),
+        console=_parse_oidc_console(reader.data.get("console"), source=str(source)),
     )
     if not 0 <= settings.leeway_seconds <= 300:
         raise reader.fail("leeway_seconds", settings.leeway_seconds, "expected 0..300")
+    if settings.console is not None and settings.console.client_id == settings.audience:
+        # SECURITY: an ID token for the console must never pass as a bearer token for the APIs.
+        raise reader.fail("console.client_id", settings.console.client_id, "must differ from oidc.audience")
     return settings
+
+
+CONSOLE_CALLBACK_PATH = "/console/oidc/callback"
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
+
+
+def _parse_oidc_console(table: Any, *, source: str) -> OidcConsoleSettings | None:
+    """``[oidc.console]``: client_id, client_secret_file or client_secret_env, redirect_uri, scopes, display_name."""
+    if table is None:
+        return None
+    reader = _Table(source, table, "oidc.console.")
+    if "client_secret" in reader.data:
+        raise reader.fail("client_secret", "…", "never in the node file; use client_secret_file or client_secret_env")
+    reader.only({"client_id", "client_secret_file", "client_secret_env", "redirect_uri", "scopes", "display_name"})
+    # SECURITY: the secret comes from a file (e.g. a mounted Kubernetes secret) or the environment.
+    has_file, has_env = "client_secret_file" in reader.data, "client_secret_env" in reader.data
+    if has_file == has_env:
+        raise reader.fail("client_secret_file", None, "set exactly one of client_secret_file and client_secret_env")
+    if has_file:
+        raw = reader.text("client_secret_file")
+        path = (Path(source).parent / raw).resolve()
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise reader.fail("client_secret_file", raw, f"cannot be read ({path}: {type(error).__name__})") from None
+        if not secret:
+            raise reader.fail("client_secret_file", raw, f"the file is empty ({path})")
+    else:
+        name = reader.text("client_secret_env")
+        secret = os.environ.get(name, "").strip()
+        if not secret:
+            raise reader.fail("client_secret_env", name, "the environment variable is not set or empty")
+    redirect_uri = reader.https("redirect_uri")
+    if urlparse(redirect_uri).path != CONSOLE_CALLBACK_PATH or urlparse(redirect_uri).query or urlparse(redirect_uri).fragment:
+        raise reader.fail("redirect_uri", redirect_uri, f"expected https://<this listener>{CONSOLE_CALLBACK_PATH}")
+    scopes = reader.get("scopes", list, ["openid"])
+    if not all(isinstance(s, str) and _SCOPE_TOKEN.fullmatch(s) for s in scopes) or "openid" not in scopes:
+        raise reader.fail("scopes", scopes, "expected a list of scope names that includes openid")
+    display_name = reader.text("display_name", "OpenID Connect")
+    if len(display_name) > 64:
+        raise reader.fail("display_name", display_name, "at most 64 characters")
+    client_id = reader.text("client_id")
+    if len(client_id) > 256 or not client_id.isprintable():
+        raise reader.fail("client_id", client_id, "expected at most 256 printable characters")
+    return OidcConsoleSettings(client_id, secret, redirect_uri, tuple(dict.fromkeys(scopes)), display_name)

@@ -14,6 +14,11 @@ Install it once, on the listener's root application; it then covers every sub-ap
    second lock on the same door).
 5. ``request[PRINCIPAL]`` is set and the handler runs.
 
+Console pages (``sessions``, see gateway/console) take the same table and the same checks, but
+the credential is the server-side session behind the console's cookie, never a bearer token or
+a certificate; a missing session answers with the console's login redirect, a missing scope
+with its 403 page.
+
 Log lines name the route pattern and the reason, never a token, a path value or a claim.
 """
 
@@ -24,6 +29,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -89,11 +95,21 @@ def _bound_elsewhere(request: web.Request, principal: Principal) -> bool:
     return not principal.may_act_for(participant)
 
 
+class SessionAuthentication(Protocol):
+    """What the console hands the middleware: which routes are its pages, and who a session is."""
+
+    def covers(self, pattern: str) -> bool: ...
+    def principal(self, request: web.Request) -> Principal | None: ...
+    def unauthenticated(self, request: web.Request) -> web.StreamResponse: ...
+    def forbidden(self, request: web.Request, principal: Principal) -> web.StreamResponse: ...
+
+
 def require_scopes(
     authenticator: Authenticator,
     *,
     route_scopes: Mapping[tuple[str, str], Rule] = ROUTE_SCOPES,
     realm: str = "drehscheibe",
+    sessions: SessionAuthentication | None = None,
 ):
     """The middleware (a factory, options checked here, not at the first request)."""
     if not all(callable(getattr(authenticator, name, None)) for name in ("from_bearer", "from_certificate")):
@@ -109,6 +125,19 @@ def require_scopes(
         pattern = resource.canonical if resource is not None else None
         rule = required(table, request.method, pattern)
         if rule is PUBLIC:
+            return await handler(request)
+        if sessions is not None and pattern is not None and sessions.covers(pattern):
+            # SECURITY: console pages accept the session cookie only (CSRF-protected forms), so a
+            # bearer token or a certificate never opens them, and the cookie never opens the APIs.
+            principal = sessions.principal(request)
+            if principal is None:
+                return sessions.unauthenticated(request)
+            if rule is None or not principal.has(rule):
+                log.info("refused %s %s for %s: no session scope grants this route", request.method, pattern, principal.name)
+                return sessions.forbidden(request, principal)
+            if _bound_elsewhere(request, principal):
+                raise web.HTTPNotFound(text="no such participant for this system")
+            request[PRINCIPAL] = principal
             return await handler(request)
         bearer = _bearer(request)
         try:

@@ -203,6 +203,10 @@ class OidcVerifier:
             iss={"essential": True, "value": self.settings.issuer},
             aud={"essential": True, "value": self.settings.audience}, exp={"essential": True},
         ))  # fmt: skip
+        return self.principal_from(claims)
+
+    def principal_from(self, claims: dict) -> Principal:
+        """The principal that verified claims name (name claim, role claim → ``[[oidc.roles]]``); also the console's ID tokens."""
         name = self._name_claim.read(claims)
         if not isinstance(name, str) or not name:
             raise InvalidCredentials(f"no {self.settings.name_claim} claim")

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .authenticator import Authenticator
 from .clients import OAuth2Settings, OAuthClient, OidcSettings, default_audience
-from .middleware import require_scopes
+from .middleware import SessionAuthentication, require_scopes
 from .oidc import OidcVerifier
 from .static import ClientCertificates, StaticTokens
 from .token_endpoint import token_app
@@ -62,8 +62,8 @@ class NodeAuthentication:
         )
         return cls(authenticator, issuer, clients)
 
-    def middleware(self):
-        return require_scopes(self.authenticator)
+    def middleware(self, sessions: SessionAuthentication | None = None):
+        return require_scopes(self.authenticator, sessions=sessions)
 
     def token_app(self) -> web.Application:
         return token_app(self.issuer, self.clients)

@@ -100,12 +100,18 @@ class SegmentDecryptor:
     """Decrypts and authenticates a segment stream incrementally (bounded memory).
 
     Feed ciphertext with :meth:`feed` in any chunking; call :meth:`finish` at the end,
-    which raises unless the final segment was seen and nothing follows it.
+    which raises unless the final segment was seen and nothing follows it. With
+    ``plaintext_length`` it also raises unless the authenticated plaintext has exactly
+    that length (the sender's claim in the seal is checked, not trusted).
     """
 
-    def __init__(self, key: bytes, nonce_prefix: bytes, aad: bytes, segment_size: int) -> None:
+    def __init__(self, key: bytes, nonce_prefix: bytes, aad: bytes, segment_size: int, *, plaintext_length: int | None = None) -> None:
         if len(key) != KEY_BYTES or len(nonce_prefix) != NONCE_PREFIX_BYTES:
             raise StreamError("bad key or nonce prefix length")
+        if segment_size <= 0:
+            raise StreamError("segment size must be positive")
+        self._expected = plaintext_length
+        self._released = 0
         self._aead = AESGCM(key)
         self._prefix = nonce_prefix
         self._aad = aad
@@ -132,14 +138,22 @@ class SegmentDecryptor:
             del self._buffer[: self._size]
             out += self._open(segment, final=False)
             self._counter += 1
-        return bytes(out)
+        return self._counted(bytes(out))
+
+    def _counted(self, plain: bytes) -> bytes:
+        self._released += len(plain)
+        if self._expected is not None and self._released > self._expected:
+            raise StreamError("more plaintext than the seal declares")
+        return plain
 
     def finish(self) -> bytes:
         if self._done:
             return b""
         if len(self._buffer) < TAG_BYTES:
             raise StreamError("ciphertext truncated")
-        plain = self._open(bytes(self._buffer), final=True)
+        plain = self._counted(self._open(bytes(self._buffer), final=True))
+        if self._expected is not None and self._released != self._expected:
+            raise StreamError("the plaintext is shorter than the seal declares")
         self._buffer.clear()
         self._done = True
         return plain

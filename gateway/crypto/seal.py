@@ -19,9 +19,10 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -32,6 +33,9 @@ from joserfc.jwk import ECKey
 
 from ..ids import GatewayError, ParticipantId, StatusCode
 from . import primitives
+
+if TYPE_CHECKING:  # ocsp.py imports this module
+    from .ocsp import OcspChecker
 
 SEAL_TYPE = "drehscheibe-seal+json;v=1"
 KEY_TYPE = "drehscheibe-key+json;v=1"
@@ -44,6 +48,17 @@ KEY_ALGORITHMS = ["ECDH-ES+A256KW", "A256GCM"]
 # elsewhere (jwk, jku, x5u) or changes processing (crit, b64, zip) is refused.
 _ALLOWED_JWS_HEADER = {"alg", "typ", "x5c"}
 DEFAULT_SEGMENT_SIZE = 64 * 1024
+# SECURITY: the segment size a seal may declare (docs/wire-format.md §5). A decoder buffers
+# one segment, so the upper bound is what a destination holds in memory per transfer (F5);
+# the lower bound keeps the per-segment work of a maximal payload reasonable.
+MIN_SEGMENT_SIZE = 1024
+MAX_SEGMENT_SIZE = 1024 * 1024
+# What parsing a certificate a peer sent can raise besides ValueError (found by the atheris jws
+# target: InvalidVersion, DuplicateExtension; threat model F18).
+_CERTIFICATE_ERRORS = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+# SECURITY: the base64url protected header is refused above this length before it is
+# decoded or parsed (joserfc's own limit on the decoded header comes only later).
+_MAX_HEADER_B64 = 6 * 1024
 
 
 def _jws_registry() -> jws.JWSRegistry:
@@ -77,6 +92,48 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _json(data: bytes | str) -> object:
+    """``json.loads`` for what a peer or sender controls: every failure is a ValueError.
+
+    SECURITY: JSON nested deeper than the interpreter's recursion limit makes ``json.loads``
+    raise RecursionError, which no caller expects (an HTTP 500, an aborted forwarder round:
+    threat model F6). Sizes are bounded before this is called.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _protected_header(token: object) -> dict:
+    """The decoded protected header of a compact JWS, refused (SealError) before any parse it could abuse."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise SealError("signature is not a compact JWS")
+    header_b64 = token.split(".", 1)[0]
+    if len(header_b64) > _MAX_HEADER_B64:
+        raise SealError("signature header is too long")
+    try:
+        header = _json(_unb64(header_b64))
+    except ValueError:
+        raise SealError("signature is not a compact JWS") from None
+    if not isinstance(header, dict):
+        raise SealError("signature header is not acceptable")
+    return header
+
+
+def _keys(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise SealError("seal keys is not an object")
+    return dict(value)
+
+
+def _strict_int(value: object, name: str) -> int:
+    # SECURITY: lengths come from the sender: JSON integers only (no bools, floats or strings).
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SealError(f"seal field {name} is not a non-negative integer")
+    return value
+
+
 def canonical_json(value: dict) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -89,11 +146,13 @@ def common_name(cert: x509.Certificate) -> str:
 class TrustStore:
     """The federation's trust anchors; checks that a certificate is fit for a purpose."""
 
-    def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList] = ()) -> None:
+    def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList] = (),
+                 ocsp: OcspChecker | None = None) -> None:  # fmt: skip
         self.anchors = tuple(anchors)
         if not self.anchors:
             raise ValueError("a trust store needs at least one anchor")
         self.crls = tuple(crls)
+        self.ocsp = ocsp  # cached OCSP answers, consulted after the CRLs (gateway/crypto/ocsp.py)
         # (fingerprint, name, usage) of certificates whose issuer, name and usage were checked:
         # those never change, so a message pays only for the time and revocation checks.
         self._identities: set[tuple[bytes, str, str]] = set()
@@ -107,6 +166,8 @@ class TrustStore:
             raise CertificateError(f"certificate of {name} is not valid at {now.isoformat(timespec='seconds')}")
         if self.revoked(cert, now):
             raise CertificateError(f"certificate of {name} is revoked")
+        if self.ocsp is not None:
+            self.ocsp.consult(cert, self.anchors, name=name, now=now)
 
     def revoked(self, cert: x509.Certificate, now: datetime) -> bool:
         """True when a CRL of the certificate's issuer lists it.
@@ -148,7 +209,7 @@ class TrustStore:
             try:
                 cert.verify_directly_issued_by(anchor)
                 break
-            except (InvalidSignature, ValueError, TypeError):
+            except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
                 continue
         else:
             raise CertificateError(f"certificate of {name} is not issued by the federation CA")
@@ -188,18 +249,14 @@ def verify_signed(token: str, *, typ: str, signer: str, trust: TrustStore, now: 
     embedded certificate against the trust store for ``signer`` and digital signature
     at ``now``; and only then read the payload.
     """
-    try:
-        header_b64 = token.split(".", 1)[0]
-        header = json.loads(_unb64(header_b64))
-    except (ValueError, IndexError):
-        raise SealError("signature is not a compact JWS") from None
-    if not isinstance(header, dict) or set(header) - _ALLOWED_JWS_HEADER or header.get("alg") != "ES256":
+    header = _protected_header(token)
+    if set(header) - _ALLOWED_JWS_HEADER or header.get("alg") != "ES256":
         raise SealError("signature header is not acceptable")
     if header.get("typ") != typ:
         raise SealError(f"signature is not of type {typ}")
     try:
         cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, *_CERTIFICATE_ERRORS):
         raise SealError("signature carries no usable certificate") from None
     trust.check(cert, name=signer, usage="digital_signature", now=now)
     try:
@@ -207,7 +264,7 @@ def verify_signed(token: str, *, typ: str, signer: str, trust: TrustStore, now: 
     except (JoseError, ValueError):
         raise SealError(f"signature of {signer} does not verify") from None
     try:
-        claims = json.loads(verified.payload)
+        claims = _json(verified.payload)
     except ValueError:
         raise SealError("signed claims are not JSON") from None
     if not isinstance(claims, dict):
@@ -223,15 +280,17 @@ def verify_node_signed(token: str, *, typ: str, trust: TrustStore, now: datetime
     and server authentication; participant certificates do not, so a participant's key can
     never pass for a node's.
     """
+    header = _protected_header(token)
     try:
-        header = json.loads(_unb64(token.split(".", 1)[0]))
         cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (ValueError, IndexError, KeyError, TypeError, x509.ExtensionNotFound):
+        # SECURITY: cryptography parses the subject lazily; an unparsable one raises ValueError
+        # here, before the chain is checked (found by the atheris jws target).
+        node = common_name(cert)
+    except (IndexError, KeyError, x509.ExtensionNotFound, *_CERTIFICATE_ERRORS):
         raise SealError("signature carries no usable node certificate") from None
     if ExtendedKeyUsageOID.CLIENT_AUTH not in usages or ExtendedKeyUsageOID.SERVER_AUTH not in usages:
         raise SealError("signature is not by a node certificate")
-    node = common_name(cert)
     claims = verify_signed(token, typ=typ, signer=node, trust=trust, now=now)
     if claims.get("node") != node:
         raise SealError("signed claims name another node than the signer")
@@ -375,9 +434,13 @@ class VerifiedSeal:
         if token is None:
             raise SealError(f"message is not sealed for {recipient.name}")
         try:
-            record = json.loads(jwe.decrypt_compact(token, recipient.key, algorithms=KEY_ALGORITHMS).plaintext)
-        except (JoseError, ValueError):
+            record = _json(jwe.decrypt_compact(token, recipient.key, algorithms=KEY_ALGORITHMS).plaintext)
+        except (JoseError, ValueError, TypeError):
             raise SealError(f"content key for {recipient.name} cannot be opened") from None
+        # SECURITY: the key record is the sender's: its shape is checked like anything else it
+        # sends (a list, a missing or non-string cek were an HTTP 500, threat model F8).
+        if not isinstance(record, dict):
+            raise SealError(f"content key for {recipient.name} is not a key record")
         if (
             record.get("typ") != KEY_TYPE
             or record.get("sender") != str(self.sender)
@@ -385,8 +448,15 @@ class VerifiedSeal:
             or record.get("recipient") != recipient.name
         ):
             raise SealError("content key is bound to another message")
+        try:
+            key = _unb64(record["cek"])
+        except (KeyError, TypeError, ValueError):
+            raise SealError(f"content key for {recipient.name} is missing or not base64url") from None
+        if len(key) != primitives.KEY_BYTES:
+            raise SealError(f"content key for {recipient.name} is not {primitives.KEY_BYTES} bytes")
+        # The decryptor also counts the authenticated plaintext against plaintextLength (F10).
         return primitives.SegmentDecryptor(
-            _unb64(record["cek"]), self.nonce_prefix, _aad(str(self.sender), self.message_id), self.segment_size
+            key, self.nonce_prefix, _aad(str(self.sender), self.message_id), self.segment_size, plaintext_length=self.plaintext_length
         )
 
 
@@ -404,6 +474,21 @@ def verify_seal(token: str, envelope_xml: bytes, *, sender: ParticipantId, trust
             raise SealError("seal names another sender")
         if claims["envelopeSha256"] != primitives.sha256_hex(envelope_xml):
             raise SealError("envelope does not match the seal")
+        ciphertext_length = _strict_int(payload["ciphertextLength"], "ciphertextLength")
+        plaintext_length = _strict_int(payload["plaintextLength"], "plaintextLength")
+        segment_size = _strict_int(payload["segmentSize"], "segmentSize")
+        # SECURITY: the decoder buffers one segment of the size the sender declares: bounded
+        # here, before a byte of ciphertext is read (threat model F5).
+        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise SealError(f"seal segmentSize is outside {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE}")
+        # SECURITY: plaintextLength is what relays and destinations decide size policies on and
+        # what a fetch announces as Content-Length: it must be the one the stream framing allows
+        # (wire format §5); the decryptor then checks it against the authenticated plaintext (F10).
+        if primitives.ciphertext_length(plaintext_length, segment_size) != ciphertext_length:
+            raise SealError("seal plaintextLength does not match ciphertextLength and segmentSize")
+        nonce_prefix = _unb64(payload["noncePrefix"])
+        if len(nonce_prefix) != primitives.NONCE_PREFIX_BYTES:
+            raise SealError("seal noncePrefix is not 7 bytes")
         return VerifiedSeal(
             token=token,
             message_id=str(claims["messageId"]),
@@ -412,11 +497,11 @@ def verify_seal(token: str, envelope_xml: bytes, *, sender: ParticipantId, trust
             envelope_xml=envelope_xml,
             payload_name=str(payload["name"]),
             ciphertext_sha256=str(payload["ciphertextSha256"]),
-            ciphertext_length=int(payload["ciphertextLength"]),
-            plaintext_length=int(payload["plaintextLength"]),
-            segment_size=int(payload["segmentSize"]),
-            nonce_prefix=_unb64(payload["noncePrefix"]),
-            keys=dict(claims["keys"]),
+            ciphertext_length=ciphertext_length,
+            plaintext_length=plaintext_length,
+            segment_size=segment_size,
+            nonce_prefix=nonce_prefix,
+            keys=_keys(claims["keys"]),
         )
     except (KeyError, TypeError, ValueError):
         raise SealError("seal manifest is incomplete") from None

@@ -209,9 +209,9 @@ def verify_directory(
        ``now`` at or after ``expiresAt + grace`` (*expired*);
     5. check that every certificate that is not retired chains to a trust anchor, names
        its participant and allows the key usage of its listed use (*bad-certificate*).
-       Validity in time is not a reason to refuse the directory: it is applied per
-       certificate at lookup, so a key announced ahead of use or kept past its end
-       does not take the whole federation down.
+       Validity in time and revocation are not reasons to refuse the directory: they are
+       applied per certificate at lookup and use, so a key announced ahead of use, kept
+       past its end or revoked does not take the whole federation down.
     """
     try:
         claims = verify_signed(token, typ=DIRECTORY_TYPE, signer=issuer, trust=trust, now=now)
@@ -242,9 +242,11 @@ def verify_directory(
                 continue
             try:
                 # SECURITY: chain, name and usage are checked here for every listed key;
-                # passing the certificate's own start time keeps time out of this check
-                # (see step 5 above) — lookups apply the validity window.
-                trust.check(cert.certificate, name=str(participant.id), usage=cert.use.key_usage, now=cert.certificate.not_valid_before_utc)
+                # time and revocation (CRL, OCSP) are left out of this check (see step 5
+                # above): lookups apply the validity window, and each use checks the key
+                # again at that moment (RecipientKey.check, seal verification).
+                trust.check(cert.certificate, name=str(participant.id), usage=cert.use.key_usage,
+                            now=cert.certificate.not_valid_before_utc, validity=False)  # fmt: skip
             except CertificateError as exc:
                 raise DirectoryRefused(
                     Refusal.BAD_CERTIFICATE, f"{cert.use.value} certificate {cert.fingerprint[:16]}… of {participant.id}: {exc}"

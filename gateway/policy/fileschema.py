@@ -1,7 +1,9 @@
 """The published JSON Schema of policy files, enforced on every file at load.
 
 ``schemas/policy.schema.json`` is the contract an admin's editor or CI checks a policy file
-against, so the loader runs exactly that schema first: a file the schema refuses is never
+against, so the loader runs exactly that schema first (from its copy inside the package,
+``gateway/policy/policy.schema.json``, which an installed node — the container image — has
+too; a test keeps the two byte-identical): a file the schema refuses is never
 loaded. Each violation is mapped back to the file's own words (rule id and field, the bad
 value), like the loader's own checks. Validation uses ``jsonschema``, the reference Python
 implementation of JSON Schema, rather than a hand-written interpreter of the schema.
@@ -14,12 +16,13 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "policy.schema.json"
+# Package data, found wherever the package is installed (not relative to a source checkout).
+SCHEMA_PATH = files(__package__) / "policy.schema.json"
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATE_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)([Zz]|[+-][0-9]{2}:[0-9]{2})")

@@ -301,7 +301,7 @@ def test_a_child_born_abroad_to_foreign_parents_converts_with_town_and_permit(ad
         f"{child}/e20:residencePermitData/e11:residencePermitValidTill": "2029-03-04",
     }
     assert {p: text3(out, p) for p in expected} == expected
-    person = out.getroot().find(f"e20:birth/e20:birthPerson", {"e20": E20_3})
+    person = out.getroot().find("e20:birth/e20:birthPerson", {"e20": E20_3})
     assert person.find(f"{{{E20_3}}}placeOfOriginInfo") is None
     assert person.find(f"{{{E20_3}}}personAdditionalData") is None
 

@@ -165,6 +165,39 @@ async def test_an_old_sample_is_refused_with_203_and_kept(tmp_path, catalog):
     assert (folder.paths.failed / data_path.name).read_bytes() == data_path.read_bytes()
 
 
+async def test_a_sample_dated_more_than_the_tolerated_skew_ahead_is_refused_with_200_and_kept(tmp_path, catalog):
+    """A messageDate two hours ahead of the node's clock (one hour of skew is tolerated) gets receipt 200, is not submitted and goes to failed."""
+    envelope_path = next(SAMPLES.glob("ech0099-v1-sempach/*/envl_*.xml"))
+    data_path = next(envelope_path.parent.glob("data_*.xml"))
+    envelope = parse_envelope(envelope_path.read_bytes(), catalog)
+    clock = Clock(wall=envelope.message_date - timedelta(hours=2))
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog, participant=envelope.sender)
+    drop(folder, envelope.message_id, envelope_path.read_bytes(), data_path.read_bytes())
+
+    await settled_scan(folder, clock)
+
+    [receipt] = receipts(folder, catalog)
+    assert (receipt.status, receipt.message_id) == (StatusCode.INVALID_ENVELOPE, envelope.message_id)
+    assert "future" in receipt.status_info
+    assert submit.calls == []
+    assert names(folder.paths.failed) == sorted([envelope_path.name, data_path.name])
+
+
+async def test_a_sample_dated_within_the_tolerated_skew_ahead_is_submitted(tmp_path, catalog):
+    """A messageDate half an hour ahead of the node's clock (a local system's clock skew) is submitted as usual."""
+    envelope_path = next(SAMPLES.glob("ech0099-v1-sempach/*/envl_*.xml"))
+    data_path = next(envelope_path.parent.glob("data_*.xml"))
+    envelope = parse_envelope(envelope_path.read_bytes(), catalog)
+    clock = Clock(wall=envelope.message_date - timedelta(minutes=30))
+    submit = RecordingSubmit()
+    folder = make_folder(tmp_path, submit, clock, catalog, participant=envelope.sender)
+    drop(folder, envelope.message_id, envelope_path.read_bytes(), data_path.read_bytes())
+
+    assert [o.status for o in await settled_scan(folder, clock)] == [StatusCode.DELIVERED]
+    assert len(submit.calls) == 1
+
+
 async def test_a_v2_envelope_with_a_zip_payload_passes_untouched(tmp_path, catalog):
     """An eCH-0090 v2 envelope with a zip payload (eUmzug style) is submitted without unpacking."""
     clock = Clock()

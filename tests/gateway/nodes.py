@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from gateway.client import LocalApiClient
 from gateway.config import load_config
@@ -60,3 +61,8 @@ def sample_envelope(
     envelope = envelope_for(sample, sender_id, recipient_id, message_id, now, message_type)
     payload = payload_for(sample, sender_id, recipient_id, parse_envelope(envelope, None).message_type)
     return message_id, envelope, payload
+
+
+def ciphertexts(store) -> list[Path]:
+    """The blob files that hold a ciphertext; the blob pool's empty spares hold nothing (gateway/store.py BlobPool)."""
+    return sorted(p for p in store.blobs.iterdir() if p.stat().st_size > 0)

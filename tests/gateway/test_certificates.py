@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
 
 from gateway.config import load_config
+from gateway.directory import DirectoryState
 from gateway.crypto.seal import CertificateError
+from gateway.federation import NodeSpec
 from gateway.ids import ParticipantId
 from gateway.node import Node
+from gateway.ocsp_responder import DevelopmentOcspResponder, serving
 from gateway.pki import DevelopmentCA, load_certificate, load_private_key
 from gateway.samples import discover
 from gateway.store import OutgoingState
@@ -204,3 +208,110 @@ def test_the_cli_revokes_into_the_crl_and_rotates_a_participant_key(tmp_path, ca
     rotated = [p for p in (tmp_path / "participants" / LUZERN).glob("encryption-*.pem") if not p.name.endswith("-key.pem")]
     assert len(rotated) == 1 and str(rotated[0]) in out and "previous_encryption" in out
     assert load_certificate(rotated[0]).public_key() != load_certificate(tmp_path / "participants" / LUZERN / "encryption.pem").public_key()
+
+
+def use_ocsp(federation, mode: str, url: str) -> None:
+    """Configure every node to check certificates with the OCSP responder at ``url`` (no CRL)."""
+    for node in federation.nodes:
+        path = federation.config_path(node.id)
+        path.write_text(path.read_text().replace("trust_anchors = [", f'ocsp = "{mode}"\nocsp_responder = "{url}"\ntrust_anchors = [', 1))
+
+
+@contextlib.asynccontextmanager
+async def ocsp_responder(federation, clock):
+    """The development PKI's OCSP responder (delegated certificate) on loopback, answering from the CA's revocation list."""
+    ca = ca_of(federation)
+    async with serving(DevelopmentOcspResponder(ca, responder=ca.issue_ocsp_responder(), clock=clock.now)) as url:
+        yield ca, url
+
+
+async def test_a_sender_certificate_revoked_at_the_ocsp_responder_stops_the_next_message_with_312(federation, clock):
+    """Revoked only at the OCSP responder (no node has a CRL): once the nodes refresh, the next message is refused with 312."""
+    async with ocsp_responder(federation, clock) as (ca, url):
+        use_ocsp(federation, "require", url)
+        async with running(federation, clock) as nodes:
+            assert [await node.refresh_revocation() for node in nodes.values()] == [4, 4]
+            message_id, status, body, _ = await submit(federation, clock)
+            assert status == 202, body
+            await nodes["node-luzern"].forward_due()
+            assert nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)[0].receipt_status == 100
+            ca.revoke(load_certificate(participant_certificate(federation, LUZERN, "signing")))
+            clock.advance(minutes=31)  # the housekeeping round after half the answers' life
+            for node in nodes.values():
+                await node.refresh_revocation()
+            _, status, body, _ = await submit(federation, clock)
+            assert (status, body["statusCode"]) == (403, 312) and "revoked (OCSP)" in body["statusInfo"], body
+
+
+async def test_a_revocation_learned_by_the_destination_over_ocsp_refuses_what_was_queued_before_it(federation, clock):
+    """Queued while good; the destination's OCSP answer then says revoked: 312 there, nothing delivered."""
+    async with ocsp_responder(federation, clock) as (ca, url):
+        use_ocsp(federation, "prefer", url)
+        async with running(federation, clock) as nodes:
+            for node in nodes.values():
+                await node.refresh_revocation()
+            message_id, status, _, _ = await submit(federation, clock)
+            assert status == 202
+            ca.revoke(load_certificate(participant_certificate(federation, LUZERN, "signing")))
+            clock.advance(minutes=31)
+            await nodes["node-kanton"].refresh_revocation()
+            await nodes["node-luzern"].forward_due()
+            (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+            assert row.state is OutgoingState.FAILED and row.receipt_status == 312
+            assert nodes["node-kanton"].store.inbox(KANTON) == []
+
+
+async def test_require_with_the_ocsp_responder_unreachable_refuses_with_312(federation, clock):
+    """ocsp = require and no answer can be fetched: the node fails closed, every message is refused with 312."""
+    async with ocsp_responder(federation, clock) as (_, url):
+        pass  # the responder is gone: its port is closed
+    use_ocsp(federation, "require", url)
+    async with running(federation, clock, "node-luzern") as nodes:
+        assert await nodes["node-luzern"].refresh_revocation() == 0
+        _, status, body, _ = await submit(federation, clock)
+        assert (status, body["statusCode"]) == (403, 312) and "no fresh OCSP response" in body["statusInfo"], body
+        assert nodes["node-luzern"].store.queued() == []
+
+
+async def test_under_require_certificates_first_met_in_transfers_and_returned_receipts_are_fetched_before_verification(tmp_path, clock):
+    """Through the hub with ocsp = require, each node meets other nodes' certificates for the first time and still delivers: answers are fetched before the synchronous checks."""
+    from .test_relay import KRIENS, hub_federation, run_forwarders
+
+    hub = hub_federation(tmp_path)
+    async with ocsp_responder(hub, clock) as (_, url):
+        use_ocsp(hub, "require", url)
+        async with running(hub, clock) as nodes:
+            for node in nodes.values():
+                await node.refresh_revocation()
+            message_id, status, body, payload = await submit(hub, clock, LUZERN, KRIENS)
+            assert status == 202, body
+            await run_forwarders(nodes)
+            async with client(hub, KRIENS) as api:
+                assert await api.payload(KRIENS, LUZERN, message_id) == payload
+            (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+            assert row.state is OutgoingState.DELIVERED and row.receipt_status == 100
+
+
+async def test_under_require_a_node_that_knows_recipients_only_from_the_directory_delivers_on_first_contact(tmp_path, clock):
+    """ocsp = require with the hub's directory: the directory signer's and the recipient's certificates are fetched before they are checked."""
+    from .test_node_directory import KRIENS, federation_with_directory
+
+    federation = federation_with_directory(
+        tmp_path, [NodeSpec("node-luzern", [LUZERN]), NodeSpec("node-hub", [KANTON]), NodeSpec("node-kriens", [KRIENS])],
+        via={"node-luzern": {KRIENS: "node-hub"}},
+    )  # fmt: skip
+    async with ocsp_responder(federation, clock) as (_, url):
+        use_ocsp(federation, "require", url)
+        async with running(federation, clock) as nodes:
+            for node in nodes.values():
+                await node.refresh_revocation()
+                assert (await node.directory.refresh()).state is DirectoryState.CURRENT
+            message_id, status, body, payload = await submit(federation, clock, LUZERN, KRIENS)
+            assert status == 202, body
+            for _ in range(4):
+                for node in nodes.values():
+                    await node.forward_due()
+            (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
+            assert row.state is OutgoingState.DELIVERED and row.receipt_status == 100
+            async with client(federation, KRIENS) as api:
+                assert await api.payload(KRIENS, LUZERN, message_id) == payload

@@ -42,6 +42,12 @@ def test_the_generated_configuration_loads_into_frozen_objects(federation):
         (r'recipient = "2-LU-1"', 'recipient = "@nogroup"', r"routes\[\d\]\.recipient = '@nogroup': no such group"),
         (r'audit_log = ', 'audit_retention_days = 30\naudit_log = ', r"node\.audit_retention_days = 30: .*at least one year"),
         (r'folder|encryption_certificate = "[^"]+"\n', '\\g<0>adapters = "ech0020-v3"\n', r"participants\[0\]\.adapters = 'ech0020-v3'"),
+        (r"trust_anchors = \[", 'ocsp = "sometimes"\ntrust_anchors = [', r"tls\.ocsp = 'sometimes': expected off, prefer or require"),
+        (r"trust_anchors = \[", 'ocsp_responder = "ldap://ocsp.example"\ntrust_anchors = [', r"tls\.ocsp_responder = 'ldap://ocsp\.example'"),
+        (r"\Z", "\n[limits]\nsegment_size = 4194304\n", r"limits\.segment_size = 4194304: must be between 1024 and 1048576"),
+        (r'audit_log = ', 'workers = 0\naudit_log = ', r"node\.workers = 0: must be positive"),
+        (r'audit_log = ', 'workers = 65\naudit_log = ', r"node\.workers = 65: at most 64"),
+        (r"port = (\d+) \}\napi", 'port = 0 }\nworkers = 2\napi', r"node\.workers = 2: .*fixed listen\.port"),
     ],
 )
 def test_a_bad_value_is_named_with_file_key_and_value(federation, old, new, expected):
@@ -51,6 +57,13 @@ def test_a_bad_value_is_named_with_file_key_and_value(federation, old, new, expe
         load_config(path)
     assert str(path) in str(error.value)
     assert re.search(expected, str(error.value)), str(error.value)
+
+
+def test_workers_default_to_one_process(federation):
+    """Without ``[node] workers`` a node runs as one process; a value up to 64 is taken as given."""
+    assert load_config(federation.config_path("node-luzern")).workers == 1
+    path = mutate(federation, "node-luzern", r"audit_log = ", "workers = 4\naudit_log = ")
+    assert load_config(path).workers == 4
 
 
 def test_invalid_toml_is_reported_with_the_file(federation):

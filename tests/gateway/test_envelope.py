@@ -31,6 +31,16 @@ def test_multiple_recipients_are_kept_in_order(catalog):
     assert envelope.recipients == (ParticipantId("T7-4-2"), ParticipantId("T7-4-3"), ParticipantId("T7-4-4"))
 
 
+def test_a_recipient_listed_twice_is_refused_with_status_200(catalog):
+    """The same recipientId twice is an invalid envelope: one message has one row and one receipt per recipient."""
+    path = next(p for p in VALID if "Test8" in p.name)
+    data = path.read_bytes().replace(b">T7-4-4<", b">T7-4-3<", 1)
+    assert data != path.read_bytes()
+    with pytest.raises(InvalidEnvelope, match="more than once") as refused:
+        parse_envelope(data, catalog)
+    assert refused.value.status == 200
+
+
 @pytest.mark.parametrize("path", [p for p in ENVELOPES if p not in VALID], ids=lambda p: p.name)
 def test_broken_sample_envelopes_are_refused_with_status_200(path, catalog):
     """No namespace, XXE and invalid participant IDs each raise InvalidEnvelope (receipt 200)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 
+from gateway.audit import Action
 from gateway.federation import NodeSpec, build_federation
-from gateway.folders import ParticipantFolder
-from gateway.ids import ParticipantId
+from gateway.folders import DataFileRefused, ParticipantFolder, inbox_data_name
+from gateway.ids import ParticipantId, StatusCode
 from gateway.samples import discover
 from gateway.receipt import parse_receipt
 
@@ -86,3 +90,34 @@ async def test_a_pair_picked_up_twice_after_a_crash_is_sent_once(foldered, clock
         assert len(nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)) == 1
         await nodes["node-luzern"].forward_due()
         assert len(nodes["node-kanton"].store.inbox(KANTON)) == 1
+
+
+@pytest.mark.parametrize(("payload_name", "inbox_name"), [
+    ("data_x.xml", "data_{id}.xml"),
+    ("Bericht.ZIP", "data_{id}.ZIP"),
+    ("archive.tar.gz", "data_{id}.gz"),
+    ("no-extension", "data_{id}.xml"),
+    ("report.x_y", "data_{id}.bin"),
+    ("../../etc/passwd.x-y", "data_{id}.bin"),
+    ("a.verylongextension", "data_{id}.bin"),
+    ("x.xml/../../.ssh", "data_{id}.xml"),
+])  # fmt: skip
+def test_the_inbox_name_of_a_payload_keeps_only_a_sedex_shaped_extension(payload_name, inbox_name):
+    """The sender's payload name contributes at most a 1-10 letter-or-digit extension; anything else becomes .bin."""
+    message_id = new_message_id()
+    assert inbox_data_name(message_id, payload_name) == inbox_name.format(id=message_id)
+
+
+async def test_a_fifo_in_place_of_the_data_file_is_refused_with_200_and_audited(foldered, clock):
+    """Submitting a data path that is a FIFO (no writer) is refused at once with 200, audited, and nothing is queued."""
+    async with running(foldered, clock) as nodes:
+        luzern = ParticipantFolder(nodes["node-luzern"], ParticipantId(LUZERN), foldered.folder(LUZERN))
+        message_id, envelope, _ = sample_envelope(SCHEMA_PAIRS[0], LUZERN, KANTON, clock.now(), new_message_id())
+        fifo = luzern.paths.outbox / f"data_{message_id}.xml"
+        os.mkfifo(fifo)
+        with pytest.raises(DataFileRefused) as refused:
+            await asyncio.wait_for(luzern.submit(envelope, fifo), timeout=5)
+        assert refused.value.status is StatusCode.INVALID_ENVELOPE
+        assert [(r.action, r.receipt_code) for _, _, r in nodes["node-luzern"].audit.iter_records()
+                if r.message_id == message_id] == [(Action.REFUSED, 200)]  # fmt: skip
+        assert nodes["node-luzern"].store.queued() == []

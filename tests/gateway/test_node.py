@@ -8,11 +8,13 @@ from datetime import timedelta
 import pytest
 
 from gateway.envelope import parse_envelope
+from gateway.federation import NodeSpec, build_federation
 from gateway.ids import ParticipantId, StatusCode
+from gateway.node import UnreadablePayload
 from gateway.samples import discover, payload_for
 from gateway.store import OutgoingState
 
-from ..conftest import KANTON, LUZERN, SAMPLES
+from ..conftest import KANTON, LUZERN, SAMPLES, XSD
 from .nodes import client, running, sample_envelope
 
 SEMPACH = next(s for s in discover(SAMPLES) if s.name.startswith("ech0099"))
@@ -66,6 +68,17 @@ async def test_a_message_dated_more_than_30_days_ago_is_refused_with_203(federat
         _, status, body = await submit(federation, MOVE, clock.now() - timedelta(days=31))
         assert status == 422 and body["statusCode"] == 203
         assert b"<eCH-0090:statusCode>203</eCH-0090:statusCode>" in body["receipt"].encode()
+
+
+@pytest.mark.parametrize(("ahead", "status", "code"), [
+    pytest.param(timedelta(minutes=50), 202, None, id="within-the-tolerated-skew"),
+    pytest.param(timedelta(minutes=70), 422, 200, id="beyond-the-tolerated-skew"),
+])  # fmt: skip
+async def test_a_message_dated_ahead_is_accepted_only_within_the_tolerated_clock_skew(federation, clock, ahead, status, code):
+    """messageDate may be up to an hour ahead of the node's clock (message_date_tolerance_seconds); further ahead is 200."""
+    async with running(federation, clock):
+        _, answered, body = await submit(federation, MOVE, clock.now() + ahead)
+        assert answered == status and body.get("statusCode") == code, body
 
 
 @pytest.mark.parametrize(
@@ -170,3 +183,50 @@ async def test_a_message_between_two_participants_of_one_node_shows_each_step_on
         assert await nodes["node-kanton"].forward_due() == 1
         kinds = [e.kind for e in nodes["node-kanton"].store.timeline(LUZERN, message_id)]
         assert [k for k in kinds if k in ("received", "verified", "delivered", "receipt")] == ["received", "verified", "delivered", "receipt"]
+
+
+@pytest.mark.parametrize(("payload", "readable"), [
+    pytest.param(lambda p: p, True, id="ech-xml"),
+    pytest.param(lambda p: b"PK\x03\x04" + p, None, id="zip-like-not-xml"),
+    pytest.param(lambda p: p.replace(b"?>", b"?><!DOCTYPE x>", 1), False, id="doctype"),
+    pytest.param(lambda p: p.decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').replace("?>", "?><!DOCTYPE x>", 1).encode("utf-16"),
+                 False, id="utf16-doctype"),
+    pytest.param(lambda p: p[: len(p) // 2], False, id="truncated-markup"),
+])  # fmt: skip
+async def test_a_payload_is_a_tree_not_xml_or_refused_never_unreadable_xml_passed_as_opaque(federation, clock, payload, readable):
+    """parse_payload gives a tree for XML and None for what is not XML; XML it cannot read safely is refused with 200."""
+    _, _, xml = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+    async with running(federation, clock, "node-luzern") as nodes:
+        node = nodes["node-luzern"]
+        if readable is False:
+            with pytest.raises(UnreadablePayload) as refused:
+                node.parse_payload(payload(xml))
+            assert refused.value.status is StatusCode.INVALID_ENVELOPE
+        else:
+            assert (node.parse_payload(payload(xml)) is not None) is bool(readable)
+
+
+@pytest.fixture
+def tight(tmp_path):
+    """As ``federation``, but node-luzern holds payloads of at most 40 elements as a tree (the move sample has 49)."""
+    return build_federation(
+        tmp_path / "tight",
+        [NodeSpec("node-luzern", [LUZERN], extra_toml="[limits]\nin_memory_max_elements = 40"), NodeSpec("node-kanton", [KANTON])],
+        schemas=XSD, delivery_toml="retry_base_seconds = 0.2\nretry_max_seconds = 2.0\npoll_seconds = 0.05",
+    )  # fmt: skip
+
+
+async def test_a_payload_with_more_elements_than_a_tree_may_hold_is_checked_as_it_streams(tight, clock):
+    """Over in_memory_max_elements no tree is built; the payload is still validated as it streams: delivered if valid, 200 if not."""
+    async with running(tight, clock) as nodes:
+        origin = nodes["node-luzern"]
+        _, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+        plan = origin.check_participants(parse_envelope(envelope, None), None)
+        assert origin.inspect_payload(parse_envelope(envelope, None), payload, plan) is None, "no tree for 49 elements"
+        message_id, status, _ = await submit(tight, MOVE, clock.now())
+        assert status == 202
+        _, status, body = await submit(tight, MOVE, clock.now(), payload=payload.replace(b"</", b"<extra/></", 1))
+        assert status == 422 and body["statusCode"] == 200, body
+        assert await origin.forward_due() == 1
+        async with client(tight, KANTON) as kanton:
+            assert [m["messageId"] for m in await kanton.inbox(KANTON)] == [message_id]

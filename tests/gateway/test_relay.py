@@ -209,9 +209,9 @@ async def test_a_forged_returned_receipt_is_refused(hub, clock):
             "ciphertextSha256": row.ciphertext_sha256, "receipt": forged_final, "events": [],
         })  # fmt: skip
         with pytest.raises(SealError):
-            nodes["node-luzern"].accept_returned_receipt(token, "node-hub")
+            await nodes["node-luzern"].accept_returned_receipt(token, "node-hub")
         with pytest.raises(GatewayError):
-            nodes["node-luzern"].accept_returned_receipt(token, "node-kriens")  # not signed by that peer
+            await nodes["node-luzern"].accept_returned_receipt(token, "node-kriens")  # not signed by that peer
         (row,) = nodes["node-luzern"].store.outgoing_for(LUZERN, message_id)
         assert row.state is OutgoingState.HANDED
 

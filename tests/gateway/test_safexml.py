@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.safexml import UnsafeXml, XmlLimits, parse_xml
+from gateway.safexml import UnsafeXml, XmlLimits, iter_validate, parse_xml
 
 from ..conftest import SAMPLES
 
@@ -57,3 +57,40 @@ def test_errors_do_not_quote_document_content():
     with pytest.raises(UnsafeXml) as error:
         parse_xml(b"<r><name>Muster Hans</nam></r>")
     assert "Muster" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b'<?xml version="1.0" encoding="UTF-7"?>+ADw-r+AD4-+ADw-/r+AD4-', "encoding UTF-7"),
+        ('<?xml version="1.0" encoding="UTF-32"?><r/>'.encode("utf-32"), "encoding UTF-32"),
+        ('<?xml version="1.0" encoding="IBM037"?><r/>'.encode("cp037"), "encoding EBCDIC"),
+        ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r SYSTEM "http://127.0.0.1:9/x.dtd"><r/>'.encode("utf-16"), "document type"),
+    ],
+    ids=["utf7", "utf32", "ebcdic", "doctype-utf16"],
+)
+def test_encodings_outside_the_allow_list_and_dtds_in_any_encoding_are_refused(document, reason):
+    """parse_xml and the streaming iter_validate refuse UTF-7, UTF-32, EBCDIC and a UTF-16 DOCTYPE, in any chunking."""
+    with pytest.raises(UnsafeXml, match=reason):
+        parse_xml(document)
+    with pytest.raises(UnsafeXml, match=f"{reason}|not well-formed"):
+        iter_validate([document[i : i + 5] for i in range(0, len(document), 5)], None)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b"<r/>", '<?xml version="1.0" encoding="UTF-16"?><r>ä</r>'.encode("utf-16"), '<?xml version="1.0" encoding="ISO-8859-1"?><r>ä</r>'.encode("latin-1")],
+    ids=["utf8", "utf16", "latin1"],
+)
+def test_the_accepted_encodings_parse(document):
+    """UTF-8, UTF-16 and ISO-8859-1 documents without a DTD are accepted by both parsers."""
+    assert parse_xml(document).getroot().tag == "r"
+    assert iter_validate([document], None) == ""
+
+
+def test_a_doctype_split_between_two_chunks_and_an_undeclared_prefix_are_refused_by_iter_validate():
+    """The streaming parser sees a DOCTYPE cut in two, and refuses an undeclared root prefix instead of raising ValueError."""
+    with pytest.raises(UnsafeXml, match="document type"):
+        iter_validate([b"<?xml version='1.0'?><!DOC", b"TYPE r SYSTEM 'http://127.0.0.1:9/x.dtd'><r/>"], None)
+    with pytest.raises(UnsafeXml, match="not well-formed"):
+        iter_validate([b"<ns2:r/>"], None)

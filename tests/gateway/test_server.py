@@ -143,3 +143,34 @@ async def test_a_200_mb_payload_crosses_two_nodes_with_peak_rss_under_200_mb(tmp
     peaks = {name: peak_rss_mb(p) for name, p in zip(("node-luzern", "node-kanton"), nodes)}
     print(f"peak RSS with a 200 MB payload: {peaks}")
     assert all(peak < 200 for peak in peaks.values()), peaks
+
+
+async def test_node_processes_under_ocsp_require_fetch_answers_at_start_and_learn_a_revocation_in_the_background(federation, processes, clock):
+    """`node run` fetches OCSP answers before it listens, delivers, and its refresh task turns a later revocation into 312."""
+    from datetime import timedelta
+
+    from gateway.ocsp_responder import DevelopmentOcspResponder, serving
+    from gateway.pki import DevelopmentCA, load_certificate
+
+    ca = DevelopmentCA(federation.directory / "pki")
+    responder = DevelopmentOcspResponder(ca, responder=ca.issue_ocsp_responder(), validity=timedelta(seconds=30))
+    async with serving(responder) as url:
+        for node in federation.nodes:
+            path = federation.config_path(node.id)
+            path.write_text(path.read_text().replace(
+                "trust_anchors = [", f'ocsp = "require"\nocsp_responder = "{url}"\nocsp_refresh_seconds = 0.2\ntrust_anchors = [', 1))  # fmt: skip
+        await launch(federation, "node-kanton", processes)
+        await launch(federation, "node-luzern", processes)
+        async with client(federation, LUZERN) as api:
+            message_id, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+            status, body = await api.submit(envelope, payload, "data.xml")
+            assert status == 202, body
+            assert [r["statusCode"] for r in (await wait_delivered(federation, LUZERN, message_id))["receipts"]] == [100]
+            ca.revoke(load_certificate(federation.directory / "pki" / "participants" / LUZERN / "signing.pem"))
+            for _ in range(100):
+                _, envelope, payload = sample_envelope(MOVE, LUZERN, KANTON, clock.now())
+                status, body = await api.submit(envelope, payload, "data.xml")
+                if status != 202:
+                    break
+                await asyncio.sleep(0.1)
+            assert (status, body["statusCode"]) == (403, 312) and "revoked (OCSP)" in body["statusInfo"], body

@@ -338,7 +338,8 @@ async def post_transfer(federation: Federation, context: ssl.SSLContext | None, 
 class HostilePeer:
     """A compromised peer node: listens where ``node_id`` would, with its real TLS identity, and answers as told.
 
-    ``answer(header) -> (http_status, json_body)`` decides the answer to each transfer.
+    ``answer(header) -> (http_status, body)`` decides the answer to each transfer: a body of
+    bytes is sent as it is (e.g. a proxy's HTML error page), anything else as JSON.
     """
 
     def __init__(self, federation: Federation, node_id: str, answer: Callable[[TransferHeader], tuple[int, object]]) -> None:
@@ -357,6 +358,8 @@ class HostilePeer:
                 pass
             self.transfers.append(header)
             status, body = self.answer(header)
+            if isinstance(body, bytes):
+                return web.Response(body=body, status=status, content_type="text/html")
             return web.json_response(body, status=status)
 
         app = web.Application()

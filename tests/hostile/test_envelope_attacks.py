@@ -92,17 +92,16 @@ async def test_a_spoofed_sender_or_recipient_is_refused_with_its_code(pair, cloc
         assert_nothing_stored(*nodes.values())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/node.py Node.check_participants and Node.persist do not deduplicate "
-                   "recipientId; a recipient listed twice makes Store.submit insert two identical outgoing rows, SQLite raises "
-                   "IntegrityError and the API answers HTTP 500 (the sealed/accepted audit records are already written)")
+# Regression (F15, fixed): gateway/envelope.py parse_envelope refuses a repeated recipientId before anything is written.
 async def test_a_recipient_listed_twice_is_refused_with_200(pair, clock):
     """An envelope naming the same recipient twice is refused (or answered once), never an internal error."""
     async with running(pair, clock) as nodes:
-        _, envelope, payload = message(clock)
+        message_id, envelope, payload = message(clock)
         twice = edit(envelope, recipients=(ParticipantId(KANTON), ParticipantId(KANTON)))
         status, body = await submit(pair, LUZERN, twice, payload)
         assert status == 422 and body["statusCode"] == 200, body
         assert_nothing_stored(*nodes.values())
+        assert audit_actions(nodes["node-luzern"], message_id) == [], "refused before any audit record is written"
 
 
 # -------------------------------------------------------------------------------- forged dates
@@ -119,9 +118,7 @@ async def test_a_message_date_older_than_the_expiry_is_refused_with_203(pair, cl
         assert_nothing_stored(*nodes.values())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/node.py Node.check_message_date (and adapters/sedex_folder.py) only refuse "
-                   "an old messageDate; a messageDate years in the future is accepted and, since expiry is messageDate + "
-                   "expiry_days, the message never expires: 701/204 never come and the queue row retries for ever")
+# Regression (F9, fixed): Node.check_message_date (and the sedex folder) refuse a messageDate beyond the tolerated skew.
 async def test_a_message_date_far_in_the_future_is_refused(pair, clock):
     """A messageDate ten years ahead (a forged date that would disable expiry) is refused with a permanent code."""
     async with running(pair, clock) as nodes:
@@ -152,23 +149,18 @@ async def test_a_duplicate_message_id_with_other_content_is_refused_with_201_and
 
 # ----------------------------------------------------------- values hidden from the parser that reads them
 
-DIFFERENTIAL = "BUG: {where} reads element values with lxml's .text, which stops at the first comment or processing " \
-               "instruction, while the XSD validator and every standard reader (XPath string value) see the whole " \
-               "text; {what}. Fix: read the string value (''.join(e.itertext()) / e.xpath('string()')) or refuse " \
-               "comments and PIs inside value elements"
-
-
-@pytest.mark.parametrize(("element", "hidden", "seen_by_recipient"), [
-    ("senderId", b"1-1061-1<!---->0", "1-1061-10"),
-    ("senderId", b"1-1061-1<?x?>0", "1-1061-10"),
-    ("recipientId", b"2-LU-1<!---->9", "2-LU-19"),
+@pytest.mark.parametrize(("element", "hidden", "seen_by_recipient", "code"), [
+    ("senderId", b"1-1061-1<!---->0", "1-1061-10", 300),
+    ("senderId", b"1-1061-1<?x?>0", "1-1061-10", 300),
+    ("recipientId", b"2-LU-1<!---->9", "2-LU-19", 301),
 ], ids=["sender-comment", "sender-pi", "recipient-comment"])  # fmt: skip
-@pytest.mark.xfail(strict=True, reason=DIFFERENTIAL.format(
-    where="gateway/envelope.py parse_envelope (texts())",
-    what="Luzern's local system is authorised as 1-1061-1, but the envelope delivered to the recipient names 1-1061-10 (or "
-         "routes to 2-LU-1 an envelope addressed to 2-LU-19)"))  # fmt: skip
-async def test_an_envelope_value_split_by_a_comment_is_refused(pair, clock, element, hidden, seen_by_recipient):
-    """The gateway decides on the same participant IDs the recipient will read: a value split by a comment or PI is refused."""
+async def test_an_envelope_value_split_by_a_comment_is_refused(pair, clock, element, hidden, seen_by_recipient, code):
+    """The gateway decides on the participant ID the recipient will read (F1): a split value names another participant and is refused.
+
+    Comments and processing instructions are dropped at parse time, so the gateway reads the
+    whole string value, like the XSD validator and the recipient's reader: 1-1061-10 is not a
+    participant Luzern's node hosts (300), 2-LU-19 has no route (301).
+    """
     async with running(pair, clock) as nodes:
         _, envelope, payload = message(clock)
         original = {"senderId": LUZERN.encode(), "recipientId": KANTON.encode()}[element]
@@ -176,7 +168,7 @@ async def test_an_envelope_value_split_by_a_comment_is_refused(pair, clock, elem
         forged = xml_edit(envelope, tag + original + b"<", tag + hidden + b"<")
         assert etree.fromstring(forged).find(f"{E90}{element}").xpath("string()") == seen_by_recipient
         status, body = await submit(pair, LUZERN, forged, payload)
-        assert status == 422 and body["statusCode"] == 200, body
+        assert 400 <= status < 500 and body["statusCode"] == code and seen_by_recipient in body["statusInfo"], body
         assert_nothing_stored(*nodes.values())
 
 
@@ -207,10 +199,7 @@ def utf16_with_doctype(payload: bytes) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE {root}>' + text).encode("utf-16")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/node.py Node.parse_payload turns every safexml refusal into 'not XML' "
-                   "(None), so check_header, payload_facts and person_refs are skipped, while gateway/payload.py PayloadCheck "
-                   "(byte-substring DOCTYPE test) still accepts a UTF-16 document with a DOCTYPE: a header naming another "
-                   "sender passes, even on a schema-valid route")
+# Regression (F2, fixed): Node.parse_payload refuses (200) a payload that starts as XML but that safexml refuses.
 async def test_a_contradicting_header_cannot_hide_behind_utf16_and_a_doctype(tmp_path, clock):
     """Re-encoding the payload as UTF-16 with a DOCTYPE does not get a contradicting eCH-0058 header past the origin."""
     federation = pair_federation(tmp_path / "schema-valid")  # every route demands schema-valid payloads
@@ -243,22 +232,22 @@ TEST_FLAG_BEHIND_COMMENT = lambda p: re.sub(rb"(<[^>]*testDeliveryFlag>)false<",
 TEST_FLAG_IN_UTF16 = lambda p: utf16_with_doctype(TEST_FLAG(p))  # noqa: E731
 
 
-@pytest.mark.parametrize(("bend", "recipient", "code"), [
-    pytest.param(LOCKED, KRIENS, 310, id="data-lock"),
+@pytest.mark.parametrize(("bend", "recipient", "http", "code"), [
+    pytest.param(LOCKED, KRIENS, 403, 310, id="data-lock"),
     # Regression (F1, fixed): comments are dropped at parse time, so the lock behind one counts.
-    pytest.param(LOCKED_BEHIND_COMMENT, KRIENS, 310, id="data-lock-behind-a-comment"),
-    pytest.param(TEST_FLAG, KANTON, 311, id="test-delivery-flag"),
-    pytest.param(TEST_FLAG_BEHIND_COMMENT, KANTON, 311, id="test-flag-behind-a-comment"),
-    pytest.param(TEST_FLAG_IN_UTF16, KANTON, 311, id="test-flag-in-utf16-with-doctype", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: gateway/node.py Node.parse_payload returns None for a payload safexml refuses (here for its DOCTYPE), so the "
-        "policy decides without payload facts (no test-delivery guard, no data lock, payload forbids skipped) and the "
-        "header check is skipped; gateway/payload.py PayloadCheck then accepts the UTF-16 DOCTYPE"))),
+    pytest.param(LOCKED_BEHIND_COMMENT, KRIENS, 403, 310, id="data-lock-behind-a-comment"),
+    pytest.param(TEST_FLAG, KANTON, 403, 311, id="test-delivery-flag"),
+    pytest.param(TEST_FLAG_BEHIND_COMMENT, KANTON, 403, 311, id="test-flag-behind-a-comment"),
+    # Regression (F2, fixed): the DOCTYPE makes the payload unreadable for safexml; it is no longer passed on as "not
+    # XML" with its facts unseen, but refused as unreadable XML (200), whatever the policy would have said.
+    pytest.param(TEST_FLAG_IN_UTF16, KANTON, 422, 200, id="test-flag-in-utf16-with-doctype"),
 ])  # fmt: skip
-async def test_payload_facts_the_policy_relies_on_cannot_be_hidden(governed, clock, bend, recipient, code):
-    """A data lock or a testDeliveryFlag is seen by the policy however the payload spells it: refused with 310/311."""
+async def test_payload_facts_the_policy_relies_on_cannot_be_hidden(governed, clock, bend, recipient, http, code):
+    """A data lock or a testDeliveryFlag is seen by the policy however the payload spells it (310/311); a payload that hides
+    them from the safe parser is refused as unreadable (200)."""
     async with running(governed, clock) as nodes:
         message_id, (status, body) = await _send_move_in(governed, clock, recipient, bend)
-        assert status == 403 and body["statusCode"] == code, body
+        assert status == http and body["statusCode"] == code, body
         assert (Action.REFUSED, code) in audit_actions(nodes["node-luzern"], message_id)
         await nodes["node-luzern"].forward_due()
         assert_nothing_stored(*nodes.values())

@@ -15,7 +15,7 @@ from gateway.ids import ParticipantId
 from gateway.receipt import parse_receipt
 
 from ..conftest import XSD
-from ..gateway.nodes import running
+from ..gateway.nodes import ciphertexts, running
 from .hostile import DELIVERY, KANTON, LUZERN, assert_nothing_stored, message, new_message_id, pair_federation, store_bytes, submit
 
 
@@ -145,17 +145,14 @@ async def test_a_sparse_data_file_above_the_payload_limit_is_refused_with_330(tm
         (outcome,) = await folder.interface.scan_once()
         assert int(outcome.status) == 330
         assert sorted(names(folder.paths.failed)) == sorted([f"data_{message_id}.bin", f"envl_{message_id}.xml"])
-        assert nodes["node-luzern"].store.queued() == [] and list(nodes["node-luzern"].store.blobs.iterdir()) == []
+        assert nodes["node-luzern"].store.queued() == [] and ciphertexts(nodes["node-luzern"].store) == []
 
 
 # ----------------------------------------------------------------------------- races and hostile names
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/folders.py ParticipantFolder.submit opens the data file with "
-                   "os.open(O_RDONLY | O_NOFOLLOW) on the event loop; a data file swapped for a FIFO after the scan (a "
-                   "local system can race the rename) blocks open() and with it every request of the node until a writer "
-                   "appears. Fix: O_NONBLOCK + fstat S_ISREG check (as adapters/sedex_folder.py _read_nofollow does after "
-                   "open), and open in a worker thread")
+# Regression (F13, fixed): gateway/folders.py _open_data_file opens with O_NONBLOCK | O_NOFOLLOW in a worker thread
+# and admits regular files only.
 async def test_a_data_file_swapped_for_a_fifo_after_the_scan_does_not_block_the_node(foldered, clock):
     """Submitting a data path that became a FIFO is refused without stalling the node's event loop."""
     async with running(foldered, clock) as nodes:
@@ -192,10 +189,8 @@ async def test_a_data_file_swapped_for_a_fifo_after_the_scan_does_not_block_the_
         assert longest < 0.5, f"the event loop stood still for {longest:.1f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/folders.py ParticipantFolder.pump builds the inbox file name from the "
-                   "sender-chosen payload name (Path(name).suffix) and adapters/sedex_folder.py deliver refuses a suffix outside "
-                   "[A-Za-z0-9]{1,10}; the exception aborts the whole pump, so one message named 'report.x_y' blocks every "
-                   "later delivery into that participant's inbox/ for ever (and each retry appends another FETCHED audit record)")
+# Regression (F14, fixed): gateway/folders.py inbox_data_name keeps only a sedex-shaped extension, and pump delivers
+# each message on its own.
 async def test_a_hostile_payload_name_from_another_node_cannot_block_the_recipients_folder_inbox(foldered, clock):
     """A payload named 'report.x_y' by the sender is still written to the recipient's inbox/ under a sedex name, and the
     messages after it are delivered too."""

@@ -32,6 +32,8 @@ from gateway.envelope import Envelope, parse_envelope
 from gateway.ids import GatewayError, ParticipantId, StatusCode
 from gateway.payload import PayloadCheck
 from gateway.pki import DevelopmentCA, load_certificate, load_private_key
+from gateway.policy.loader import PolicyLoadError, load_policy_set
+from gateway.policy.model import Effect
 from gateway.receipt import Receipt, parse_receipt
 from gateway.safexml import XmlLimits, parse_xml
 from gateway.schemas import SchemaCatalog
@@ -44,6 +46,8 @@ from .hostile import KANTON, LUZERN, b64url
 from .xml_bombs import CASES, Canaries
 
 pytestmark = pytest.mark.timeout(fuzzing.timeout_seconds())
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
 
 LIMITS = XmlLimits(max_bytes=4 * 1024 * 1024, max_depth=64, max_elements=100_000)
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
@@ -99,22 +103,27 @@ def test_fuzz_parse_xml():
     fuzzing.run("parse_xml", reencoded(mutated(envelopes + receipts + payloads, XML_TOKENS)), check)
 
 
+# The check_* functions are the fuzz targets' properties, shared by the hypothesis tests here and the
+# coverage-guided atheris targets (atheris_targets.py): each returns an outcome label or raises.
+
+
+def check_parse_envelope(data: bytes) -> str:
+    """parse_envelope refuses with a documented GatewayError or returns a fully typed envelope."""
+    try:
+        envelope = parse_envelope(data, catalog(), LIMITS)
+    except GatewayError as error:
+        assert documented(error), error
+        return label(error)
+    assert isinstance(envelope.sender, ParticipantId) and envelope.recipients
+    assert all(isinstance(r, ParticipantId) for r in envelope.recipients)
+    assert envelope.message_date.tzinfo is not None and envelope.event_date.tzinfo is not None
+    return "accepted"
+
+
 def test_fuzz_parse_envelope():
     """parse_envelope refuses with InvalidEnvelope (200) or returns a fully typed envelope."""
     envelopes, _, _ = xml_seeds()
-
-    def check(data: bytes) -> str:
-        try:
-            envelope = parse_envelope(data, catalog(), LIMITS)
-        except GatewayError as error:
-            assert documented(error), error
-            return label(error)
-        assert isinstance(envelope.sender, ParticipantId) and envelope.recipients
-        assert all(isinstance(r, ParticipantId) for r in envelope.recipients)
-        assert envelope.message_date.tzinfo is not None and envelope.event_date.tzinfo is not None
-        return "accepted"
-
-    fuzzing.run("parse_envelope", reencoded(mutated(envelopes, XML_TOKENS)), check)
+    fuzzing.run("parse_envelope", reencoded(mutated(envelopes, XML_TOKENS)), check_parse_envelope)
 
 
 def test_fuzz_parse_receipt():
@@ -134,30 +143,35 @@ def test_fuzz_parse_receipt():
 
 
 def test_fuzz_payload_check():
-    """The streaming payload check, fed in chunks of any size, refuses with a GatewayError or accepts; accepted documents
-    that still carry a DTD are counted (known bug, see test_xml_corpus.py doctype-utf16)."""
+    """The streaming payload check, fed in chunks of any size, refuses with a GatewayError or accepts a document that
+    carries no DTD (threat model F3)."""
     _, _, payloads = xml_seeds()
     strategy = st.tuples(reencoded(mutated(payloads, XML_TOKENS)), st.integers(1, 5000),
                          st.sampled_from([PayloadAcceptance.WELL_FORMED, PayloadAcceptance.SCHEMA_VALID]))  # fmt: skip
-    lenient = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    fuzzing.run("payload_check", strategy, check_payload_check)
 
-    def check(example) -> str:
-        data, chunk, acceptance = example
-        check = PayloadCheck(acceptance, catalog(), LIMITS)
-        try:
-            for start in range(0, len(data), chunk):
-                check.feed(data[start : start + chunk])
-            check.finish()
-        except GatewayError as error:
-            assert documented(error), error
-            return label(error)
-        try:
-            has_dtd = bool(etree.fromstring(data, lenient).getroottree().docinfo.doctype)
-        except etree.XMLSyntaxError:
-            has_dtd = False
-        return "KNOWN BUG accepted with a DTD (doctype-utf16)" if has_dtd else f"accepted ({acceptance.value})"
 
-    fuzzing.run("payload_check", strategy, check)
+_LENIENT = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def check_payload_check(example: tuple[bytes, int, PayloadAcceptance]) -> str:
+    """The streaming payload check, fed in chunks of the given size, refuses with a GatewayError or accepts a document
+    without a DTD."""
+    data, chunk, acceptance = example
+    check = PayloadCheck(acceptance, catalog(), LIMITS)
+    try:
+        for start in range(0, len(data), chunk):
+            check.feed(data[start : start + chunk])
+        check.finish()
+    except GatewayError as error:
+        assert documented(error), error
+        return label(error)
+    try:
+        has_dtd = bool(etree.fromstring(data, _LENIENT).getroottree().docinfo.doctype)
+    except etree.XMLSyntaxError:
+        has_dtd = False
+    assert not has_dtd, "a payload with a DTD was accepted"
+    return f"accepted ({acceptance.value})"
 
 
 # ------------------------------------------------------------------------------ wire format
@@ -202,24 +216,30 @@ json_values = st.recursive(
 
 def test_fuzz_transfer_header():
     """TransferHeader.decode refuses with TransferRefused or returns string fields, envelope bytes and a tuple of hops."""
-    seal, envelope, _ = sealed()
-    genuine = TransferHeader(LUZERN, KANTON, "m-1", envelope, seal, ("a.b.c",)).encode()[4:]
+    genuine = genuine_transfer_header()
     as_dict = json.loads(genuine)
     structural = st.builds(lambda key, value: json.dumps({**as_dict, key: value}).encode(),
                            st.sampled_from([*as_dict, "extra"]), json_values)  # fmt: skip
     strategy = st.one_of(mutated([genuine], JSON_TOKENS + [b'"', b"=", b"A"]), structural, st.binary(max_size=64))
+    fuzzing.run("transfer_header", strategy, check_transfer_header)
 
-    def check(body: bytes) -> str:
-        try:
-            header = TransferHeader.decode(body)
-        except GatewayError as error:
-            assert documented(error), error
-            return label(error)
-        assert all(isinstance(v, str) for v in (header.sender, header.recipient, header.message_id, header.seal))
-        assert isinstance(header.envelope, bytes) and all(isinstance(h, str) for h in header.hops)
-        return "accepted"
 
-    fuzzing.run("transfer_header", strategy, check)
+def genuine_transfer_header() -> bytes:
+    """The JSON of a genuine transfer header (without its length prefix): a seed."""
+    seal, envelope, _ = sealed()
+    return TransferHeader(LUZERN, KANTON, "m-1", envelope, seal, ("a.b.c",)).encode()[4:]
+
+
+def check_transfer_header(body: bytes) -> str:
+    """TransferHeader.decode refuses with TransferRefused or returns string fields, envelope bytes and a tuple of hops."""
+    try:
+        header = TransferHeader.decode(body)
+    except GatewayError as error:
+        assert documented(error), error
+        return label(error)
+    assert all(isinstance(v, str) for v in (header.sender, header.recipient, header.message_id, header.seal))
+    assert isinstance(header.envelope, bytes) and all(isinstance(h, str) for h in header.hops)
+    return "accepted"
 
 
 def _segments(token: str) -> tuple[str, str]:
@@ -230,7 +250,6 @@ def _segments(token: str) -> tuple[str, str]:
 def test_fuzz_verify_seal():
     """verify_seal raises SealError/CertificateError, or it verified exactly the genuine header, manifest and envelope bytes."""
     token, envelope, _ = sealed()
-    material = pki()
     head, body, signature = token.split(".")
     header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
 
@@ -245,60 +264,78 @@ def test_fuzz_verify_seal():
     )  # fmt: skip
     strategy = st.tuples(token_variants, st.one_of(st.just(envelope), mutated([envelope], XML_TOKENS, max_operations=2)),
                          st.sampled_from([LUZERN, KANTON]))  # fmt: skip
+    fuzzing.run("verify_seal", strategy, check_verify_seal)
 
-    def check(example) -> str:
-        candidate, candidate_envelope, sender = example
-        try:
-            verified = verify_seal(candidate, candidate_envelope, sender=ParticipantId(sender), trust=material["trust"], now=datetime.now(timezone.utc))
-        except GatewayError as error:
-            assert documented(error), error
-            return label(error)
-        assert _segments(candidate) == (head, body), "a bent token verified"
-        assert candidate_envelope == envelope and sender == LUZERN
-        assert verified.message_id == "m-1"
-        return "accepted (genuine)"
 
-    fuzzing.run("verify_seal", strategy, check)
+def check_verify_seal(example: tuple[str, bytes, str]) -> str:
+    """verify_seal raises a documented GatewayError, or it verified exactly the genuine seal and envelope."""
+    candidate, candidate_envelope, sender = example
+    token, envelope, _ = sealed()
+    try:
+        verified = verify_seal(candidate, candidate_envelope, sender=ParticipantId(sender), trust=pki()["trust"], now=datetime.now(timezone.utc))
+    except GatewayError as error:
+        assert documented(error), error
+        return label(error)
+    assert _segments(candidate) == _segments(token), "a bent token verified"
+    assert candidate_envelope == envelope and sender == LUZERN
+    assert verified.message_id == "m-1"
+    return "accepted (genuine)"
+
+
+_CLAIMS = {"node": "node-a", "receipt": "<r/>", "ciphertextSha256": None, "events": []}
+VERIFY_TYPES = (RECEIPT_TYPE, HOP_TYPE, RELAY_TYPE)
+VERIFY_SIGNERS = ("node-a", "node-b", LUZERN, None)  # None: verify_node_signed
+
+
+@lru_cache(maxsize=1)
+def signed_tokens() -> dict[tuple[str, str], tuple[str, str, str]]:
+    """Genuine tokens by every test signer and of every type: their (header, claims) segments -> (typ, signer, kind)."""
+    material = pki()
+    genuine = {}
+    for signer_name in ("node", "other_node", "rogue_node", "participant"):
+        for typ in (RECEIPT_TYPE, HOP_TYPE, RELAY_TYPE, SEAL_TYPE):
+            token = material[signer_name].sign(typ, _CLAIMS)
+            genuine[_segments(token)] = (typ, material[signer_name].name, signer_name)
+    return genuine
+
+
+def seed_tokens() -> list[str]:
+    """Genuine receipts and hop entries of every test signer: seeds."""
+    material = pki()
+    return [material[s].sign(typ, _CLAIMS) for s in ("node", "other_node", "rogue_node", "participant") for typ in (RECEIPT_TYPE, HOP_TYPE)]
+
+
+def check_verify_signed(example: tuple[str, str, str | None]) -> str:
+    """Only a genuine token of the expected type, by the expected signer (any node for ``None``), verifies, with its claims."""
+    token, typ, signer = example
+    trust = pki()["trust"]
+    try:
+        if signer is None:
+            node, verified = verify_node_signed(token, typ=typ, trust=trust, now=datetime.now(timezone.utc))
+            signer = node
+        else:
+            verified = verify_signed(token, typ=typ, signer=signer, trust=trust, now=datetime.now(timezone.utc))
+    except GatewayError as error:
+        assert documented(error), error
+        return label(error)
+    origin = signed_tokens().get(_segments(token))
+    assert origin is not None, "a token that was never signed verified"
+    real_typ, real_signer, kind = origin
+    assert (real_typ, real_signer) == (typ, signer) and kind in ("node", "other_node", "participant"), origin
+    assert verified == _CLAIMS
+    return f"accepted ({kind})"
 
 
 def test_fuzz_verify_signed():
     """Receipts, hop entries and relay acknowledgements: only a genuine token of the expected type, by the expected signer,
     with a federation certificate (node EKU for verify_node_signed) verifies, and then with exactly its claims."""
-    material = pki()
-    claims = {"node": "node-a", "receipt": "<r/>", "ciphertextSha256": None, "events": []}
-    genuine = {}
-    for signer_name in ("node", "other_node", "rogue_node", "participant"):
-        for typ in (RECEIPT_TYPE, HOP_TYPE, RELAY_TYPE, SEAL_TYPE):
-            token = material[signer_name].sign(typ, claims)
-            genuine[_segments(token)] = (typ, material[signer_name].name, signer_name)
-    tokens = [t for t in (material[s].sign(typ, claims) for s in ("node", "other_node", "rogue_node", "participant")
-                          for typ in (RECEIPT_TYPE, HOP_TYPE))]  # fmt: skip
+    tokens = seed_tokens()
     raw = st.builds(lambda h, c, s: f"{b64url(json.dumps(h).encode())}.{b64url(json.dumps(c).encode())}.{b64url(s)}",
                     st.dictionaries(st.sampled_from(["alg", "typ", "x5c", "kid"]), json_values, max_size=4), json_values,
                     st.binary(max_size=70))  # fmt: skip
     strategy = st.tuples(st.one_of(st.sampled_from(tokens), mutated([t.encode() for t in tokens], [b".", b"A", b"="]).map(
-        lambda b: b.decode("latin-1")), raw), st.sampled_from([RECEIPT_TYPE, HOP_TYPE, RELAY_TYPE]),
-        st.sampled_from(["node-a", "node-b", LUZERN, None]))  # fmt: skip
-
-    def check(example) -> str:
-        token, typ, signer = example
-        try:
-            if signer is None:
-                node, verified = verify_node_signed(token, typ=typ, trust=material["trust"], now=datetime.now(timezone.utc))
-                signer = node
-            else:
-                verified = verify_signed(token, typ=typ, signer=signer, trust=material["trust"], now=datetime.now(timezone.utc))
-        except GatewayError as error:
-            assert documented(error), error
-            return label(error)
-        origin = genuine.get(_segments(token))
-        assert origin is not None, "a token that was never signed verified"
-        real_typ, real_signer, kind = origin
-        assert (real_typ, real_signer) == (typ, signer) and kind in ("node", "other_node", "participant"), origin
-        assert verified == claims
-        return f"accepted ({kind})"
-
-    fuzzing.run("verify_signed", strategy, check)
+        lambda b: b.decode("latin-1")), raw), st.sampled_from(VERIFY_TYPES), st.sampled_from(VERIFY_SIGNERS))  # fmt: skip
+    fuzzing.run("verify_signed", strategy, check_verify_signed)
 
 
 def test_fuzz_segment_stream():
@@ -360,35 +397,80 @@ names = st.one_of(
 def test_fuzz_folder_names():
     """Whatever names appear in the outbox, a scan never raises, never submits a path outside the outbox, and every file
     ends in outbox/, processed/ or failed/; every receipt it writes is an eCH-0090 receipt."""
-    envelope = xml_seeds()[0][-1]
     single = st.tuples(names, st.sampled_from(["envelope", "payload", "empty"])).map(lambda item: [item])
     pair = st.builds(lambda i, e: [(f"envl_{i}.xml", "envelope"), (f"data_{i}.{e}", "payload")], _IDS, st.sampled_from(["xml", "zip", "x_y"]))
     strategy = st.lists(st.one_of(single, pair), min_size=1, max_size=4).map(
         lambda groups: list({name: content for group in groups for name, content in group}.items()))  # fmt: skip
+    fuzzing.run("folder_names", strategy, check_folder_names)
 
-    def check(files) -> str:
-        with tempfile.TemporaryDirectory(prefix="fuzz-outbox-") as base:
-            paths = FolderPaths.under(Path(base))
-            paths.create()
-            submitted: list[Path] = []
 
-            async def accept(envelope_bytes: bytes, data_path: Path) -> None:
-                submitted.append(data_path)
+FOLDER_CONTENTS = ("envelope", "payload", "empty")
 
-            interface = FolderInterface(ParticipantId(LUZERN), paths, accept, catalog=catalog(), now=lambda: NOW,
-                                        settle=0, data_grace=0, notifications=False)  # fmt: skip
-            for name, content in files:
-                try:
-                    (paths.outbox / name).write_bytes({"envelope": envelope, "payload": b"<r/>", "empty": b""}[content])
-                except OSError:
-                    return "name refused by the file system"
-            asyncio.run(interface.scan_once())
-            assert all(p.parent == paths.outbox for p in submitted)
-            left = sum(1 for folder in (paths.outbox, paths.processed, paths.failed) for _ in folder.iterdir())
-            assert left == len(files), "a file disappeared or was duplicated"
-            for receipt in paths.receipts.iterdir():
-                parse_receipt(receipt.read_bytes(), catalog())
-            refused = sum(1 for _ in paths.failed.iterdir())
-            return f"submitted={min(len(submitted), 2)}{'+' if len(submitted) > 2 else ''} refused={min(refused, 3)}{'+' if refused > 3 else ''}"
 
-    fuzzing.run("folder_names", strategy, check)
+def check_folder_names(files: list[tuple[str, str]]) -> str:
+    """Files of these (single-component) names and contents in an outbox: one scan never raises, never submits a path
+    outside the outbox, leaves every file in outbox/, processed/ or failed/ and writes only eCH-0090 receipts."""
+    envelope = xml_seeds()[0][-1]
+    assert all("/" not in name and name not in (".", "..") for name, _ in files), "the target takes file names, not paths"
+    with tempfile.TemporaryDirectory(prefix="fuzz-outbox-") as base:
+        paths = FolderPaths.under(Path(base))
+        paths.create()
+        submitted: list[Path] = []
+
+        async def accept(envelope_bytes: bytes, data_path: Path) -> None:
+            submitted.append(data_path)
+
+        interface = FolderInterface(ParticipantId(LUZERN), paths, accept, catalog=catalog(), now=lambda: NOW,
+                                    settle=0, data_grace=0, notifications=False)  # fmt: skip
+        for name, content in files:
+            try:
+                (paths.outbox / name).write_bytes({"envelope": envelope, "payload": b"<r/>", "empty": b""}[content])
+            except (OSError, ValueError):  # ValueError: a NUL in the name
+                return "name refused by the file system"
+        asyncio.run(interface.scan_once())
+        assert all(p.parent == paths.outbox for p in submitted)
+        left = sum(1 for folder in (paths.outbox, paths.processed, paths.failed) for _ in folder.iterdir())
+        assert left == len(files), "a file disappeared or was duplicated"
+        for receipt in paths.receipts.iterdir():
+            parse_receipt(receipt.read_bytes(), catalog())
+        refused = sum(1 for _ in paths.failed.iterdir())
+        return f"submitted={min(len(submitted), 2)}{'+' if len(submitted) > 2 else ''} refused={min(refused, 3)}{'+' if refused > 3 else ''}"
+
+
+# ------------------------------------------------------------------------------- policy loader
+
+POLICY_TOKENS = [b"[[rule]]\n", b"[policy]\n", b"[groups]\n", b"[namespaces]\n", b'effect = "permit"\n', b'effect = "forbid"\n',
+                 b'senders = ["*"]\n', b'recipients = ["T?-*-*"]\n', b'redact = ["//e20:a/b"]\n', b"max_payload_size = -1\n",
+                 b"valid_from = 2024-01-01\n", b'valid_until = "1970-01-01T00:00:00"\n', b'id = "x"\n', b"=", b'"', b'"""',
+                 b"[", b"]", b"{", b"}", b"\\u0000", b"1e999", b"nan", b"inf", b"\xff", b"{http://x}a", b"sedex://", b"0-sedex-0"]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def policy_seeds() -> list[bytes]:
+    """The demo policy files (policies/demo), each alone and all three as one file."""
+    files = [POLICIES / name for name in ("participants.toml", "einwohnerregister.toml", "statistik.toml")]
+    return [f.read_bytes() for f in files] + [b"\n".join(f.read_bytes() for f in files)]
+
+
+@lru_cache(maxsize=1)
+def _policy_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="fuzz-policy-"))
+
+
+def check_policy_file(data: bytes) -> str:
+    """load_policy_set refuses a policy file with PolicyLoadError (naming the file) or returns a PolicySet whose rules are
+    all typed, named and from that file."""
+    path = _policy_dir() / "policy.toml"
+    path.write_bytes(data)
+    try:
+        policy_set = load_policy_set([path])
+    except PolicyLoadError as error:
+        assert str(path) in str(error), error
+        return f"PolicyLoadError({error.field})"
+    assert all(isinstance(rule.effect, Effect) and rule.id and rule.source == str(path) for rule in policy_set.rules)
+    return f"accepted ({min(len(policy_set.rules), 3)} rules)"
+
+
+def test_fuzz_policy_loader():
+    """The policy loader refuses a bent policy file with PolicyLoadError or loads a well-typed PolicySet; never anything else."""
+    fuzzing.run("policy_loader", mutated(policy_seeds(), POLICY_TOKENS), check_policy_file)

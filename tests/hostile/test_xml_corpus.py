@@ -107,9 +107,6 @@ def test_every_case_names_what_it_attacks_and_where_the_idea_comes_from():
 # ------------------------------------------------------------------------- the streaming payload check
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/payload.py PayloadCheck.feed tests b'<!DOCTYPE' per chunk, so a DOCTYPE "
-                   "split across two chunks (the node reads payloads in 256 KiB chunks) is never seen; finish() does not "
-                   "check the parsed document's docinfo as safexml.iter_validate does")
 def test_a_doctype_split_across_two_chunks_is_refused():
     """The payload check refuses a DTD however the stream happens to be cut."""
     check = PayloadCheck(PayloadAcceptance.WELL_FORMED, None, XmlLimits())
@@ -149,9 +146,8 @@ def _memory(pid: int) -> dict[str, int]:
     return values
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gateway/node.py Node.inspect_decide_and_seal parses in-memory payloads with "
-                   "safexml.parse_xml (a full lxml tree, then a Python walk of every element) on the event loop; 2 MiB of "
-                   "'<e/>' costs ~130 MB of RSS and stalls every other request for ~5 s (8 MiB: ~530 MB, ~24 s)")
+# Regression (F4, fixed): the in-memory inspection runs in the node's inspection thread, and a payload with more
+# elements than [limits] in_memory_max_elements is streamed instead of held as a tree.
 async def test_a_payload_of_many_tiny_elements_neither_stalls_the_node_nor_multiplies_its_memory(tmp_path, clock):
     """Half a million empty elements (2 MiB, under every limit) cost the node less than 64 MB and never block another
     local system for more than a second."""

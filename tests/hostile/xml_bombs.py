@@ -63,14 +63,11 @@ CASES: list[XmlCase] = [
             "DOCTYPE placed beyond the first 4096 bytes a quick check looks at", "filter evasion by position", reason=DTD),
     XmlCase("doctype-utf16", lambda c: _utf16(f'<!DOCTYPE r SYSTEM "{c.url}"><r/>'),
             "a DTD in UTF-16 (no ASCII '<!DOCTYPE' bytes) forwarded to the recipient's parser",
-            "encoding confusion against substring filters", reason=DTD,
-            bug="BUG: gateway/payload.py PayloadCheck looks for b'<!DOCTYPE' in each chunk's bytes and never checks the "
-                "parsed document for a DTD, so a UTF-16 payload with a DOCTYPE passes the well-formed check and is delivered"),
+            "encoding confusion against substring filters (threat model F3, fixed)", reason=DTD),
     XmlCase("doctype-utf16-internal-subset", lambda c: _utf16(f'<!DOCTYPE r [<!ENTITY x SYSTEM "file://{c.secret}">]><r>&x;</r>'),
-            "an XXE entity in UTF-16 forwarded to the recipient's parser", "encoding confusion + XXE", reason=DTD,
-            bug="BUG: gateway/payload.py PayloadCheck: the DOCTYPE/ENTITY refusal is a byte-substring test, blind to UTF-16"),
+            "an XXE entity in UTF-16 forwarded to the recipient's parser", "encoding confusion + XXE (threat model F3, fixed)", reason=DTD),
     XmlCase("doctype-utf32", lambda c: '<?xml version="1.0" encoding="UTF-32"?><!DOCTYPE r><r/>'.encode("utf-32"),
-            "a DTD in UTF-32", "encoding confusion", reason=r"document type|not well-formed"),
+            "a DTD in UTF-32", "encoding confusion", reason=r"document type|not well-formed|encoding"),
     XmlCase("xinclude-file", lambda c: f'<r xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file://{c.secret}" parse="text"/></r>'.encode(),
             "XInclude pulls in a local file if the parser processes XInclude", "XInclude injection (OWASP XXE cheat sheet)",
             payload=INERT, reason=r"eCH-0090"),
@@ -96,22 +93,19 @@ CASES: list[XmlCase] = [
     XmlCase("duplicate-attribute", lambda c: b'<r a="1" a="2"/>', "the same attribute twice (parser differential)", "XML 1.0 WFC",
             reason=r"not well-formed"),
     XmlCase("invalid-utf8", lambda c: b"<r>\xff\xfe\xc3</r>", "bytes that are not UTF-8", "encoding confusion", reason=r"not well-formed"),
-    XmlCase("utf7", lambda c: b'<?xml version="1.0" encoding="UTF-7"?>+ADw-r+AD4-+ADw-/r+AD4-', "markup hidden in UTF-7",
-            "UTF-7 XSS-style filter evasion", payload=INERT, reason=r"eCH-0090"),
+    XmlCase("utf7", lambda c: b'<?xml version="1.0" encoding="UTF-7"?>+ADw-r+AD4-+ADw-/r+AD4-', "markup hidden in UTF-7 (refused: "
+            "UTF-7 is outside the accepted encodings)", "UTF-7 XSS-style filter evasion", reason=r"encoding"),
     XmlCase("doctype-utf7", lambda c: b'<?xml version="1.0" encoding="UTF-7"?>+ADwAIQ-DOCTYPE r SYSTEM +ACI-' + c.url.encode()
-            + b'+ACIAPgA8-r/+AD4-', "a DTD spelled in UTF-7 (no '<!DOCTYPE' bytes at all)", "UTF-7 filter evasion", reason=DTD,
-            bug="BUG: gateway/payload.py PayloadCheck: the DOCTYPE refusal is a byte-substring test, blind to UTF-7"),
+            + b'+ACIAPgA8-r/+AD4-', "a DTD spelled in UTF-7 (no '<!DOCTYPE' bytes at all)", "UTF-7 filter evasion (threat model F3, fixed)",
+            reason=r"document type|encoding"),
     XmlCase("ebcdic", lambda c: '<?xml version="1.0" encoding="IBM037"?><r/>'.encode("cp037"), "an EBCDIC document",
-            "encoding confusion", reason=r"not well-formed"),
+            "encoding confusion", reason=r"not well-formed|encoding"),
     XmlCase("nul-character-reference", lambda c: b"<r>&#0;</r>", "a character reference to U+0000", "XML 1.0 Char production",
             reason=r"not well-formed"),
     XmlCase("unterminated-cdata", lambda c: b"<r><![CDATA[ never ends", "a CDATA section without end", "truncation", reason=r"not well-formed"),
     XmlCase("undeclared-namespace-prefix", lambda c: b"<ns2:r><ns2:a>x</ns2:a></ns2:r>", "an element prefix without a namespace "
-            "declaration (a common mistake of register software)", "found by test_fuzz.py::test_fuzz_payload_check",
-            reason=r"not well-formed|Namespace",
-            bug="BUG: gateway/payload.py PayloadCheck._sniff_root/_drain (and gateway/safexml.py iter_validate) call "
-                "etree.QName(element) on an element whose prefix is undeclared; lxml raises ValueError('Invalid tag name'), "
-                "not XMLSyntaxError, so the local API answers HTTP 500 and a folder submission fails at every scan"),
+            "declaration (a common mistake of register software)", "found by test_fuzz.py::test_fuzz_payload_check (threat model F17, fixed)",
+            reason=r"not well-formed|Namespace"),
     XmlCase("two-roots", lambda c: b"<r/><r/>", "two root elements (parser differential)", "XML 1.0 WFC", reason=r"not well-formed"),
     XmlCase("empty", lambda c: b"", "nothing at all", "sedex 202 'no payload'", payload=EMPTY, reason=r"empty|not well-formed|no payload"),
 ]

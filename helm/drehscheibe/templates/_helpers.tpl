@@ -63,7 +63,34 @@ drehscheibe.ch/node-id: {{ .Values.node.id | quote }}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.delivery.shutdownSeconds) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than delivery.shutdownSeconds (%v)" .Values.terminationGracePeriodSeconds .Values.delivery.shutdownSeconds) -}}
 {{- end -}}
-{{- if ne (int .Values.replicaCount) 1 -}}
-{{- fail "replicaCount must be 1: the SQLite store allows one node process per store directory" -}}
+{{- $backend := include "drehscheibe.storeBackend" . -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne $backend "postgresql") -}}
+{{- fail "replicaCount > 1 needs store.backend postgresql: the SQLite store allows one node process per store directory" -}}
 {{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.persistence.existingSharedClaim) -}}
+{{- fail "replicaCount > 1 needs persistence.existingSharedClaim: every replica must see the payload blobs at the same path (a ReadWriteMany claim)" -}}
+{{- end -}}
+{{- if and .Values.persistence.existingSharedClaim (ne $backend "postgresql") -}}
+{{- fail "persistence.existingSharedClaim needs store.backend postgresql: a SQLite store does not belong on a shared filesystem" -}}
+{{- end -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- range .Values.participants -}}
+{{- if .folder -}}
+{{- fail (printf "participant %s: folder: true needs replicaCount 1 (the sedex folder interface runs on one process; its folders and receipt cursor are not shared between replicas)" .id) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $backend "postgresql" -}}
+{{- if not .Values.store.postgresql.dsn -}}
+{{- fail "store.postgresql.dsn is required with store.backend postgresql" -}}
+{{- end -}}
+{{- if not .Values.store.postgresql.existingSecret -}}
+{{- fail "store.postgresql.existingSecret is required with store.backend postgresql (the Secret with the database password)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The store backend: sqlite (default) or postgresql. */}}
+{{- define "drehscheibe.storeBackend" -}}
+{{- (.Values.store).backend | default "sqlite" -}}
 {{- end -}}

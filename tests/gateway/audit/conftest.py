@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.gateway.storage.conftest import PgSchemas, pg_dsn, pg_schemas  # noqa: F401 - shared fixtures
 from gateway.audit import (
     Action, Actor, ActorKind, AuditLog, AuditRecord, EnvelopeMeta, Outcome, PolicyRecord, Role,
 )
@@ -81,10 +84,100 @@ def private_pem(tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
 
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
+    """A SQLite log file (tests of the file itself: WAL, chattr, the offline CLI)."""
     return tmp_path / "audit.sqlite"
 
 
+class SqliteLog:
+    """Where a log lives on SQLite: a file."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def source(self) -> Path:
+        return self.path
+
+    def open(self, *, node: str = NODE, signing_key=None, **options) -> AuditLog:
+        return AuditLog.open(self.path, node=node, signing_key=signing_key, **options)
+
+    def connect(self) -> sqlite3.Connection:
+        """A raw connection, as someone with access to the file would have (to tamper, to look)."""
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    def stored_bytes(self) -> bytes:
+        """Every byte on disk: database, WAL and shared-memory files."""
+        return b"".join(p.read_bytes() for p in sorted(self.path.parent.glob(self.path.name + "*")))
+
+
+class PgLog:
+    """Where a log lives on PostgreSQL: a schema of the test database."""
+
+    backend = "postgresql"
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+
+    @property
+    def source(self):
+        from gateway.audit.log_pg import PgLogSource
+
+        return PgLogSource(self.dsn, self.schema)
+
+    def open(self, *, node: str = NODE, signing_key=None, **options) -> AuditLog:
+        from gateway.audit.log_pg import PgAuditLog
+
+        return PgAuditLog.open(self.dsn, schema=self.schema, node=node, signing_key=signing_key, **options)
+
+    def connect(self):
+        """A raw connection to the schema that takes the same ``?`` statements as sqlite3."""
+        from gateway.audit.log_pg import _connect
+
+        return _connect(self.dsn, self.schema, lock_timeout=5.0, connect_timeout=5)
+
+    def stored_bytes(self) -> bytes:
+        """Every value a database user can read from the log's tables."""
+        conn = self.connect()
+        try:
+            rows = [*conn.execute("SELECT leaf_hash, body FROM records ORDER BY idx"),
+                    *conn.execute("SELECT note, signature FROM checkpoints ORDER BY id"),
+                    *conn.execute("SELECT key, value FROM meta ORDER BY key")]  # fmt: skip
+        finally:
+            conn.close()
+        return b"".join(v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row if v is not None)
+
+
+@dataclass
+class AuditBackend:
+    """Hands out fresh log locations on one backend; each test gets its own file or schema."""
+
+    name: str
+    directory: Path
+    schemas: PgSchemas | None = None
+
+    def new(self, name: str = "audit") -> SqliteLog | PgLog:
+        if self.schemas is None:
+            return SqliteLog(self.directory / f"{name}.sqlite")
+        return PgLog(self.schemas.dsn, self.schemas.new())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_backend(request, tmp_path: Path) -> AuditBackend:
+    """Both backends: SQLite always, PostgreSQL when DREHSCHEIBE_TEST_PG_DSN names a server."""
+    if request.param == "sqlite":
+        return AuditBackend("sqlite", tmp_path)
+    return AuditBackend("postgresql", tmp_path, request.getfixturevalue("pg_schemas"))
+
+
 @pytest.fixture
-def log(log_path: Path, key: ec.EllipticCurvePrivateKey) -> Iterator[AuditLog]:
-    with AuditLog.open(log_path, node=NODE, signing_key=key) as opened:
+def where(audit_backend: AuditBackend) -> SqliteLog | PgLog:
+    """The location of this test's log, on each backend in turn."""
+    return audit_backend.new()
+
+
+@pytest.fixture
+def log(where, key: ec.EllipticCurvePrivateKey) -> Iterator[AuditLog]:
+    with where.open(signing_key=key) as opened:
         yield opened

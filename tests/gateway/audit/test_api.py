@@ -1,4 +1,4 @@
-"""The auditor REST API on a real aiohttp server: auditors only, every read audited, no AHV number anywhere."""
+"""The auditor REST API on a real aiohttp server: auditors only, every read audited, no AHV number anywhere (SQLite and PostgreSQL logs)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import hmac
 import io
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -53,22 +51,23 @@ def seed(log: AuditLog) -> None:
     log.append([message_record(2, sender="2-LU-1", recipients=("1-1061-1",))])
 
 
-def records(path: Path) -> list[dict]:
-    conn = sqlite3.connect(path)
+def records(where) -> list[dict]:
+    conn = where.connect()
     try:
         return [json.loads(body) for (body,) in conn.execute("SELECT body FROM records ORDER BY idx")]
     finally:
         conn.close()
 
 
-def reads(path: Path) -> list[dict]:
+def reads(where) -> list[dict]:
     """The audit_read / audit_export records, oldest first."""
-    return [r for r in records(path) if r["action"] in ("audit_read", "audit_export")]
+    return [r for r in records(where) if r["action"] in ("audit_read", "audit_export")]
 
 
 @pytest.fixture
-def node_log(log_path: Path) -> Iterator[AuditLog]:
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=1) as log:
+def node_log(where) -> Iterator[AuditLog]:
+    """The node's log, on SQLite and on PostgreSQL in turn."""
+    with where.open(signing_key=test_key(), checkpoint_every=1) as log:
         seed(log)
         yield log
 
@@ -96,14 +95,14 @@ async def api(node_log: AuditLog) -> AsyncIterator[TestClient]:
     {}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic token-of-the-dpo"},
     {"Authorization": "Bearer "}, {"Authorization": "token-of-the-dpo"},
 ], ids=["none", "wrong", "basic", "empty", "no-scheme"])
-async def test_every_route_refuses_requests_without_an_auditor_token(api: TestClient, log_path: Path, headers):
+async def test_every_route_refuses_requests_without_an_auditor_token(api: TestClient, where, headers):
     """Without a valid bearer token every route, and any unknown path, answers 401 and nothing is recorded."""
-    before = len(records(log_path))
+    before = len(records(where))
     for method, path in ROUTES:
         response = await api.request(method, path, headers=headers, json={"person": PERSON})
         assert response.status == 401, (method, path)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert len(records(log_path)) == before
+    assert len(records(where)) == before
 
 
 async def test_an_unknown_path_is_a_404_for_an_auditor(api: TestClient):
@@ -120,7 +119,7 @@ async def test_auditor_app_refuses_a_short_person_secret(node_log: AuditLog):
 # -- status and verify ---------------------------------------------------------------------
 
 
-async def test_status_reports_size_and_signed_checkpoint_and_is_audited(api: TestClient, log_path: Path):
+async def test_status_reports_size_and_signed_checkpoint_and_is_audited(api: TestClient, where):
     """GET /status returns the size and the newest signed checkpoint, after recording who asked."""
     response = await api.get("/audit/v1/status", headers=GOOD)
     assert response.status == 200
@@ -130,7 +129,7 @@ async def test_status_reports_size_and_signed_checkpoint_and_is_audited(api: Tes
     checkpoint = verify_checkpoint(body["checkpoint"]["note"].encode(), base64.b64decode(body["checkpoint"]["signature"]),
                                    test_key().public_key(), origin=NODE)
     assert checkpoint.size == 4  # checkpoint_every=1: the read record itself is signed
-    (read,) = reads(log_path)
+    (read,) = reads(where)
     assert (read["actor"], read["details"]["read"], read["time"]) == ({"id": "dpo-lu", "kind": "auditor"}, "status",
                                                                      "2026-03-03T08:00:00.000000Z")
 
@@ -142,15 +141,15 @@ async def test_verify_reports_a_valid_log(api: TestClient):
     assert (body["size"], body["signed_size"], body["unsigned_tail"], body["pruned"]) == (4, 4, 0, 0)
 
 
-async def test_verify_reports_the_first_bad_index(api: TestClient, log_path: Path):
-    """After record 1 was edited in the file, GET /verify answers valid=false at index 1."""
-    conn = sqlite3.connect(log_path)
-    conn.execute("UPDATE records SET body = CAST(replace(CAST(body AS TEXT), 'refused', 'accepted') AS BLOB) WHERE idx = 1")
-    conn.commit()
+async def test_verify_reports_the_first_bad_index(api: TestClient, where):
+    """After record 1 was edited in the stored log, GET /verify answers valid=false at index 1."""
+    conn = where.connect()
+    (stored,) = conn.execute("SELECT body FROM records WHERE idx = 1").fetchone()
+    conn.execute("UPDATE records SET body = ? WHERE idx = 1", (bytes(stored).replace(b"refused", b"accepted"),))
     conn.close()
     body = await (await api.get("/audit/v1/verify", headers=GOOD)).json()
     assert (body["valid"], body["first_bad_index"]) == (False, 1)
-    assert reads(log_path)[-1]["details"]["read"] == "verify"
+    assert reads(where)[-1]["details"]["read"] == "verify"
 
 
 # -- query and person search -----------------------------------------------------------------
@@ -181,7 +180,7 @@ async def test_query_limit_truncates_and_says_so(api: TestClient):
     assert (len(body["records"]), body["truncated"]) == (2, True)
 
 
-async def test_a_person_search_never_shows_the_ahv_number(api: TestClient, log_path: Path, caplog: pytest.LogCaptureFixture):
+async def test_a_person_search_never_shows_the_ahv_number(api: TestClient, where, caplog: pytest.LogCaptureFixture):
     """The AHV number is hashed before the search: not in the response, not in the read record, not in any log line or file."""
     caplog.set_level(logging.DEBUG)
     response = await api.post("/audit/v1/query", headers=GOOD, json={"person": PERSON})
@@ -189,9 +188,9 @@ async def test_a_person_search_never_shows_the_ahv_number(api: TestClient, log_p
     assert [r["record"]["message_id"] for r in json.loads(text)["records"]] == ["msg-1"]
     ref = person_ref(PERSON, SECRET)
     assert json.loads(text)["query"] == {"person_ref": ref}
-    (read,) = reads(log_path)
+    (read,) = reads(where)
     assert json.loads(read["details"]["query"]) == {"person_ref": ref}
-    stored = b"".join(p.read_bytes() for p in log_path.parent.glob(log_path.name + "*"))
+    stored = where.stored_bytes()
     for form in PERSON_FORMS:
         assert form not in text
         assert form.encode() not in stored
@@ -200,14 +199,14 @@ async def test_a_person_search_never_shows_the_ahv_number(api: TestClient, log_p
 
 
 @pytest.mark.parametrize("person", ["756.1234.5678", "Muster Hans", 7561234567897])
-async def test_a_malformed_person_is_refused_without_echo(api: TestClient, log_path: Path, person):
+async def test_a_malformed_person_is_refused_without_echo(api: TestClient, where, person):
     """A person that is not an AHV number or local ID gets 400 naming the parameter, not its value; nothing is read."""
     response = await api.post("/audit/v1/query", headers=GOOD, json={"person": person})
     assert response.status == 400
     text = await response.text()
     assert json.loads(text)["parameter"] == "person"
     assert str(person) not in text and "Muster" not in text
-    assert reads(log_path) == []
+    assert reads(where) == []
 
 
 async def test_unknown_or_malformed_parameters_are_refused_without_echo(api: TestClient):
@@ -235,7 +234,7 @@ async def test_person_search_without_a_secret_is_not_available(node_log: AuditLo
         await client.close()
 
 
-async def test_the_access_report_lists_the_messages_about_the_person(api: TestClient, log_path: Path):
+async def test_the_access_report_lists_the_messages_about_the_person(api: TestClient, where):
     """POST /report returns the messages that named the person, and records the read by its keyed hash only."""
     response = await api.post("/audit/v1/report", headers=GOOD, json={"person": PERSON})
     text = await response.text()
@@ -243,7 +242,7 @@ async def test_the_access_report_lists_the_messages_about_the_person(api: TestCl
     assert [m["message_id"] for m in report["messages"]] == ["msg-1"]
     assert report["messages"][0]["sender"] == "1-1059-1" and report["messages"][0]["legal_bases"] == ["RHG Art. 2"]
     assert all(form not in text for form in PERSON_FORMS)
-    (read,) = reads(log_path)
+    (read,) = reads(where)
     assert read["details"] == {"read": "subject_access_report",
                                "query": json.dumps({"person_ref": person_ref(PERSON, SECRET)}, separators=(",", ":"))}
 
@@ -252,7 +251,7 @@ async def test_the_access_report_lists_the_messages_about_the_person(api: TestCl
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-async def test_an_export_streams_and_verifies_offline(api: TestClient, log_path: Path, fmt: str):
+async def test_an_export_streams_and_verifies_offline(api: TestClient, where, fmt: str):
     """GET /export streams a JSONL or CSV export that verifies with the node's public key alone."""
     response = await api.get(f"/audit/v1/export?format={fmt}", headers=GOOD)
     assert response.status == 200
@@ -294,7 +293,7 @@ async def test_an_inclusion_proof_verifies_against_the_returned_checkpoint(api: 
     assert (await api.get("/audit/v1/proofs/inclusion?index=3&size=3", headers=GOOD)).status == 400
 
 
-async def test_a_consistency_proof_links_a_kept_checkpoint_to_a_new_one(api: TestClient, log_path: Path):
+async def test_a_consistency_proof_links_a_kept_checkpoint_to_a_new_one(api: TestClient, where):
     """From the checkpoint of size 2 an auditor kept, GET /proofs/consistency proves the current log extends it."""
     key = test_key().public_key()
     body = await (await api.get("/audit/v1/proofs/consistency?first=2", headers=GOOD)).json()
@@ -303,13 +302,13 @@ async def test_a_consistency_proof_links_a_kept_checkpoint_to_a_new_one(api: Tes
     new = verify_checkpoint(body["checkpoint"]["note"].encode(), base64.b64decode(body["checkpoint"]["signature"]), key)
     assert (old.size, new.size) == (2, body["second"])
     verify_consistency(2, new.size, old.root, new.root, [bytes.fromhex(p) for p in body["proof"]])
-    assert [r["details"]["read"] for r in reads(log_path)] == ["consistency_proof"]
+    assert [r["details"]["read"] for r in reads(where)] == ["consistency_proof"]
 
 
 # -- every read is recorded, and fail closed -------------------------------------------------
 
 
-async def test_every_read_is_recorded_with_who_and_what(api: TestClient, log_path: Path):
+async def test_every_read_is_recorded_with_who_and_what(api: TestClient, where):
     """Each successful request appends one record naming the auditor and the read, in request order."""
     await api.get("/audit/v1/status", headers=GOOD)
     await api.get("/audit/v1/verify", headers=GOOD)
@@ -318,15 +317,15 @@ async def test_every_read_is_recorded_with_who_and_what(api: TestClient, log_pat
     await (await api.get("/audit/v1/export?format=csv", headers=GOOD)).read()
     await api.get("/audit/v1/proofs/inclusion?index=0", headers=GOOD)
     await api.get("/audit/v1/proofs/consistency?first=1", headers=GOOD)
-    seen = [(r["action"], r["details"].get("read", r["details"].get("format"))) for r in reads(log_path)]
+    seen = [(r["action"], r["details"].get("read", r["details"].get("format"))) for r in reads(where)]
     assert seen == [("audit_read", "status"), ("audit_read", "verify"), ("audit_read", "query"),
                     ("audit_read", "subject_access_report"), ("audit_export", "csv"),
                     ("audit_read", "inclusion_proof"), ("audit_read", "consistency_proof")]
-    assert {r["actor"]["id"] for r in reads(log_path)} == {"dpo-lu"}
-    assert json.loads(reads(log_path)[2]["details"]["query"]) == {"message_id": "msg-0"}
+    assert {r["actor"]["id"] for r in reads(where)} == {"dpo-lu"}
+    assert json.loads(reads(where)[2]["details"]["query"]) == {"message_id": "msg-0"}
 
 
-async def test_reads_fail_closed_when_the_log_cannot_record_them(node_log: AuditLog, log_path: Path):
+async def test_reads_fail_closed_when_the_log_cannot_record_them(node_log: AuditLog, where):
     """When the checkpoint key is unavailable, every read answers 503 and returns no record."""
     available = {"key": True}
 
@@ -335,7 +334,7 @@ async def test_reads_fail_closed_when_the_log_cannot_record_them(node_log: Audit
             raise OSError("HSM not reachable")
         return test_key()
 
-    with AuditLog.open(log_path, node=NODE, signing_key=key_store) as log:
+    with where.open(signing_key=key_store) as log:
         client = await serve(log)
         try:
             available["key"] = False
@@ -347,7 +346,7 @@ async def test_reads_fail_closed_when_the_log_cannot_record_them(node_log: Audit
             assert (await client.get("/audit/v1/status", headers=GOOD)).status == 200
         finally:
             await client.close()
-    assert len(reads(log_path)) == 1
+    assert len(reads(where)) == 1
 
 
 async def test_a_large_export_arrives_whole(node_log: AuditLog):

@@ -160,3 +160,30 @@ def test_an_unreadable_key_or_log_is_a_failed_verification(filled: Path, tmp_pat
         main(["audit", "verify", "--log", str(filled), "--key", str(bad_key)])
     assert "cannot load verification key" in str(caught.value.code)
     assert main(["audit", "verify", "--log", str(tmp_path / "missing.sqlite"), "--key", str(public_pem)]) == 1
+
+
+def test_a_log_in_postgresql_is_verified_and_queried_by_schema(pg_schemas, private_pem: Path, public_pem: Path, capsys,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """audit verify and audit query take --pg-schema (password from PGPASSWORD) and act on the log in PostgreSQL."""
+    from urllib.parse import urlsplit
+
+    from .conftest import PgLog
+
+    where = PgLog(pg_schemas.dsn, pg_schemas.new())
+    with where.open(signing_key=test_key(), checkpoint_every=1) as log:
+        log.append([message_record(0), message_record(1)])
+    parts = urlsplit(pg_schemas.dsn)
+    dsn = f"host={parts.hostname} port={parts.port} dbname={parts.path.lstrip('/')} user={parts.username}"
+    monkeypatch.setenv("PGPASSWORD", parts.password or "")
+    location = ["--pg-schema", where.schema, "--pg-dsn", dsn]
+    assert main(["audit", "verify", *location, "--key", str(public_pem)]) == 0
+    assert "valid: 2 records" in capsys.readouterr().out
+    assert main(["audit", "query", *location, "--signing-key", str(private_pem), "--actor", "dpo", "--message-id", "msg-1"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["1"]
+    conn = where.connect()
+    conn.execute("UPDATE records SET body = ? WHERE idx = 0", (message_record(0).canonical_bytes().replace(b'"ok"', b'"error"'),))
+    conn.close()
+    assert main(["audit", "verify", *location, "--key", str(public_pem)]) == 1
+    assert "at index 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="password"):
+        main(["audit", "verify", "--pg-schema", where.schema, "--pg-dsn", pg_schemas.dsn, "--key", str(public_pem)])

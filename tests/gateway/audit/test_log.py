@@ -1,10 +1,15 @@
-"""The append-only log: group commit, checkpoints, fail-closed writes, recovery and retention."""
+"""The append-only log: group commit, checkpoints, fail-closed writes, recovery and retention.
+
+Tests that take ``where`` (or ``log``) run on SQLite and on PostgreSQL; those about the
+SQLite file itself (WAL, file attributes) take ``log_path``.
+"""
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,26 +30,29 @@ def test_append_returns_consecutive_indices_across_batches(log: AuditLog):
     assert log.size == 4
 
 
-def test_records_are_stored_as_the_exact_bytes_that_are_hashed(log: AuditLog, log_path: Path):
+def test_records_are_stored_as_the_exact_bytes_that_are_hashed(log: AuditLog, where):
     """The stored body is the canonical JSON and the stored leaf hash is SHA-256(0x00 || body)."""
     records = [message_record(i) for i in range(3)]
     log.append(records)
-    rows = sqlite3.connect(log_path).execute("SELECT body, leaf_hash FROM records ORDER BY idx").fetchall()
+    conn = where.connect()
+    rows = conn.execute("SELECT body, leaf_hash FROM records ORDER BY idx").fetchall()
+    conn.close()
     assert [bytes(b) for b, _ in rows] == [r.canonical_bytes() for r in records]
     assert [bytes(h) for _, h in rows] == [leaf_hash(r.canonical_bytes()) for r in records]
 
 
-def test_the_log_file_uses_wal_and_full_sync(log: AuditLog, log_path: Path):
+def test_the_log_file_uses_wal_and_full_sync(log_path: Path):
     """The log's own connection runs in WAL mode with synchronous=FULL."""
+    log = AuditLog.open(log_path, node=NODE, signing_key=test_key())
     log.append([message_record(0)])
     assert sqlite3.connect(log_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert log._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    log.close()
 
 
-def test_the_first_batch_and_every_nth_record_get_a_signed_checkpoint(log_path: Path):
+def test_the_first_batch_and_every_nth_record_get_a_signed_checkpoint(where):
     """Checkpoints are signed in the append transaction when the count or the interval is reached."""
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=3,
-                       checkpoint_interval=timedelta(hours=1)) as log:
+    with where.open(signing_key=test_key(), checkpoint_every=3, checkpoint_interval=timedelta(hours=1)) as log:
         log.append([message_record(0)])
         assert log.latest_checkpoint().checkpoint.size == 1
         log.append([message_record(1)])
@@ -66,31 +74,58 @@ def test_checkpoints_can_be_signed_on_demand(log: AuditLog):
     assert log.latest_checkpoint() == signed
 
 
-def test_a_log_file_of_another_node_is_refused(log: AuditLog, log_path: Path):
+def test_a_log_file_of_another_node_is_refused(log: AuditLog, where):
     """Opening a node's log under another node id fails, and so does appending a foreign record."""
     log.append([message_record(0)])
     with pytest.raises(ValueError):
-        AuditLog.open(log_path, node="node-be", signing_key=test_key())
+        where.open(node="node-be", signing_key=test_key())
     with pytest.raises(ValueError):
         log.append([message_record(1, node="node-be")])
 
 
-def test_appends_by_another_process_are_picked_up(log_path: Path, public_pem: Path):
-    """Two handles on one file interleave appends without clashing indices, and the log still verifies."""
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=1) as first, \
-            AuditLog.open(log_path, node=NODE, signing_key=test_key(), checkpoint_every=1) as second:
+def test_appends_by_another_process_are_picked_up(where):
+    """Two handles on one log interleave appends without clashing indices, and the log still verifies."""
+    with where.open(signing_key=test_key(), checkpoint_every=1) as first, \
+            where.open(signing_key=test_key(), checkpoint_every=1) as second:
         assert first.append([message_record(0)]) == [0]
         assert second.append([message_record(1)]) == [1]
         assert first.append([message_record(2)]) == [2]
-    assert verify_log(log_path, test_key().public_key()).size == 3
+    assert verify_log(where.source, test_key().public_key()).size == 3
 
 
-def test_a_locked_database_fails_closed_and_recovers(log_path: Path):
+def test_concurrent_appenders_write_one_gapless_log(where):
+    """Four handles appending at once get disjoint indices 0..n-1, and the checkpoints verify although their clocks disagree.
+
+    Each handle's records carry times of their own range (as replicas with skewed clocks
+    would), so a later append may bring an older time: checkpoint times still never go back.
+    """
+    where.open(signing_key=test_key()).close()  # create the tables once, as a node's first start does
+
+    def run(number: int) -> list[int]:
+        got: list[int] = []
+        with where.open(signing_key=test_key(), checkpoint_every=7, busy_timeout=30) as handle:  # one per thread
+            for batch in range(10):
+                base = number * 1000 + batch * 10
+                got += handle.append([message_record(base + i) for i in range(3)])
+        return got
+
+    with ThreadPoolExecutor(4) as pool:
+        indices = [i for got in pool.map(run, range(4)) for i in got]
+    assert sorted(indices) == list(range(120))
+    result = verify_log(where.source, test_key().public_key())
+    assert (result.size, result.checkpoints >= 120 // 9, result.unsigned_tail < 7) == (120, True, True)
+
+
+def test_a_locked_database_fails_closed_and_recovers(where):
     """While another writer holds the lock, append raises AuditUnavailable (403) and writes nothing; then it works."""
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key(), busy_timeout=0.01) as log:
+    with where.open(signing_key=test_key(), busy_timeout=0.05) as log:
         log.append([message_record(0)])
-        blocker = sqlite3.connect(log_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
+        blocker = where.connect()
+        if where.backend == "sqlite":
+            blocker.execute("BEGIN IMMEDIATE")
+        else:  # another replica inside its append: it holds the log's head row
+            blocker.execute("BEGIN")
+            blocker.execute("SELECT value FROM meta WHERE key = 'node' FOR UPDATE").fetchone()
         with pytest.raises(AuditUnavailable) as caught:
             log.append([message_record(1), message_record(2)])
         assert caught.value.status is StatusCode.LOGGING_NOT_REACHABLE
@@ -98,10 +133,30 @@ def test_a_locked_database_fails_closed_and_recovers(log_path: Path):
         blocker.close()
         assert log.size == 1
         assert log.append([message_record(1)]) == [1]
-    assert verify_log(log_path, test_key().public_key()).size == 2
+    assert verify_log(where.source, test_key().public_key()).size == 2
 
 
-def test_an_unavailable_signing_key_fails_closed_and_recovers(log_path: Path):
+def test_readiness_sees_a_writer_holding_the_log_and_the_size_on_disk_is_reported(where):
+    """writable_problem() is None while the log is free and names the problem while another writer holds it; disk_bytes() is positive."""
+    with where.open(signing_key=test_key()) as log:
+        log.append([message_record(0)])
+        assert log.writable_problem() is None
+        assert log.disk_bytes() > 0
+        blocker = where.connect()
+        if where.backend == "sqlite":
+            blocker.execute("BEGIN IMMEDIATE")
+        else:
+            blocker.execute("BEGIN")
+            blocker.execute("SELECT value FROM meta WHERE key = 'node' FOR UPDATE").fetchone()
+        try:
+            assert "not writable" in log.writable_problem(timeout=0.05)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert log.writable_problem() is None
+
+
+def test_an_unavailable_signing_key_fails_closed_and_recovers(where):
     """When the key store fails, append raises AuditUnavailable and writes nothing; once back, append works."""
     available = {"now": False}
 
@@ -110,7 +165,7 @@ def test_an_unavailable_signing_key_fails_closed_and_recovers(log_path: Path):
             raise OSError("HSM not reachable")
         return test_key()
 
-    with AuditLog.open(log_path, node=NODE, signing_key=key_store) as log:
+    with where.open(signing_key=key_store) as log:
         with pytest.raises(AuditUnavailable):
             log.append([message_record(0)])
         assert log.size == 0
@@ -118,9 +173,9 @@ def test_an_unavailable_signing_key_fails_closed_and_recovers(log_path: Path):
         assert log.append([message_record(0)]) == [0]
 
 
-def test_a_log_opened_without_key_refuses_to_append(log_path: Path):
+def test_a_log_opened_without_key_refuses_to_append(where):
     """A read-only handle (no signing key) fails closed on append."""
-    with AuditLog.open(log_path, node=NODE, signing_key=None) as log:
+    with where.open(signing_key=None) as log:
         with pytest.raises(AuditUnavailable):
             log.append([message_record(0)])
 
@@ -159,19 +214,19 @@ def test_prune_refuses_to_cut_inside_the_retention_period(log: AuditLog):
         log.prune(T0 + timedelta(seconds=1), now=T0 + timedelta(days=30), actor=AUDITOR)
 
 
-def test_prune_drops_old_bodies_and_the_log_still_verifies(log_path: Path):
-    """Pruning removes old bodies from the file, keeps their leaf hashes, and the whole log still verifies."""
+def test_prune_drops_old_bodies_and_the_log_still_verifies(where):
+    """Pruning removes old bodies from the stored log, keeps their leaf hashes, and the whole log still verifies."""
     old = [message_record(i, message_id=f"old-{i}") for i in range(4)]
     new = [message_record(i, message_id=f"new-{i}", when=T0 + timedelta(days=400 + i)) for i in range(3)]
     now = T0 + timedelta(days=800)
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+    with where.open(signing_key=test_key()) as log:
         log.append(old)
         log.append(new)
         assert log.prune(T0 + timedelta(days=10), now=now, actor=AUDITOR) == 4
         assert [r.message_id for _, _, r in log.iter_records()][:3] == ["new-0", "new-1", "new-2"]
-    raw = b"".join(p.read_bytes() for p in log_path.parent.glob("audit.sqlite*"))
+    raw = where.stored_bytes()
     assert b'"old-0"' not in raw and b'"new-0"' in raw
-    result = verify_log(log_path, test_key().public_key())
+    result = verify_log(where.source, test_key().public_key())
     assert (result.size, result.pruned, result.unsigned_tail) == (8, 4, 0)
 
 
@@ -184,24 +239,24 @@ def test_apply_retention_refuses_less_than_the_floor(log: AuditLog, days):
     assert (log.size, MIN_RETENTION) == (1, timedelta(days=366))
 
 
-def test_apply_retention_prunes_what_is_older_and_the_log_still_verifies(log_path: Path):
+def test_apply_retention_prunes_what_is_older_and_the_log_still_verifies(where):
     """Records older than the retention lose their bodies, younger ones keep them, and the log verifies before and after."""
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+    with where.open(signing_key=test_key()) as log:
         log.append([message_record(i, message_id=f"old-{i}") for i in range(3)])
         log.append([message_record(i, message_id=f"new-{i}", when=T0 + timedelta(days=300 + i)) for i in range(2)])
-        assert verify_log(log_path, test_key().public_key()).pruned == 0
+        assert verify_log(where.source, test_key().public_key()).pruned == 0
         now = T0 + timedelta(days=700)  # old-* are 700 days old, new-* about 400
         assert log.apply_retention(600, now=now, actor=AUDITOR) == 3
         assert [r.message_id for _, _, r in log.iter_records()][:2] == ["new-0", "new-1"]
         prune_record = list(log.iter_records())[-1][2]
         assert prune_record.details == {"change": "audit_prune", "before": "2026-06-09T08:00:00.000000Z", "cut_index": "3"}
-    result = verify_log(log_path, test_key().public_key())
+    result = verify_log(where.source, test_key().public_key())
     assert (result.size, result.pruned, result.unsigned_tail) == (6, 3, 0)
 
 
-def test_apply_retention_writes_nothing_when_nothing_is_due(log_path: Path):
+def test_apply_retention_writes_nothing_when_nothing_is_due(where):
     """Called again (or on a young log), apply_retention appends no record and signs no checkpoint."""
-    with AuditLog.open(log_path, node=NODE, signing_key=test_key()) as log:
+    with where.open(signing_key=test_key()) as log:
         log.append([message_record(i) for i in range(3)])
         assert log.apply_retention(366, now=T0 + timedelta(days=30), actor=AUDITOR) == 0
         assert log.size == 3
@@ -209,4 +264,39 @@ def test_apply_retention_writes_nothing_when_nothing_is_due(log_path: Path):
         size, checkpoint = log.size, log.latest_checkpoint()
         assert log.apply_retention(366, now=T0 + timedelta(days=401), actor=AUDITOR) == 0
         assert (log.size, log.latest_checkpoint()) == (size, checkpoint)
-    assert verify_log(log_path, test_key().public_key()).pruned == 3
+    assert verify_log(where.source, test_key().public_key()).pruned == 3
+
+
+# -- PostgreSQL only: the server itself fails -------------------------------------------------
+
+
+def test_an_unreachable_database_fails_closed(tmp_path: Path):
+    """A log whose PostgreSQL server does not answer cannot be opened: AuditUnavailable (403), no hang."""
+    from gateway.audit.log_pg import PgAuditLog
+
+    with pytest.raises(AuditUnavailable) as caught:
+        PgAuditLog.open("postgresql://drehscheibe@127.0.0.1:1/none", schema="audit", node=NODE,
+                        signing_key=test_key(), connect_timeout=2)  # fmt: skip
+    assert caught.value.status is StatusCode.LOGGING_NOT_REACHABLE
+
+
+def test_a_lost_database_connection_fails_closed_and_recovers(pg_schemas):
+    """When the server ends the log's session, the next append fails closed and the one after reconnects."""
+    from gateway.audit.log_pg import PgAuditLog
+
+    schema = pg_schemas.new()
+    with PgAuditLog.open(pg_schemas.dsn, schema=schema, node=NODE, signing_key=test_key()) as log:
+        log.append([message_record(0)])
+        import psycopg
+
+        with psycopg.connect(pg_schemas.dsn, autocommit=True) as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE application_name = 'drehscheibe audit' AND pid <> pg_backend_pid()"
+                                  " AND query NOT ILIKE '%pg_terminate_backend%'").fetchall()  # fmt: skip
+        assert ended
+        with pytest.raises(AuditUnavailable):
+            log.append([message_record(1)])
+        assert log.append([message_record(1)]) == [1]
+    from gateway.audit.log_pg import PgLogSource
+
+    assert verify_log(PgLogSource(pg_schemas.dsn, schema), test_key().public_key()).size == 2

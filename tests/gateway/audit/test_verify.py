@@ -1,4 +1,8 @@
-"""Whole-log verification: every kind of tampering with the SQLite file is caught at the right index."""
+"""Whole-log verification: every kind of tampering with the stored log is caught at the right index.
+
+Every case runs on the SQLite file (scanned in this process and by worker processes) and
+on a PostgreSQL schema (``postgresql``: the tampering then is SQL by a database user).
+"""
 
 from __future__ import annotations
 
@@ -20,20 +24,21 @@ from gateway.audit.record import Action
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.record import canonical_json
 
-from .conftest import AUDITOR, NODE, T0, message_record, test_key
+from .conftest import AUDITOR, NODE, T0, PgLog, SqliteLog, message_record, test_key
 
 SIZE = 6
 
 
-@pytest.fixture(autouse=True, params=["in-process", "workers", "workers-only"])
+@pytest.fixture(autouse=True, params=["in-process", "workers", "workers-only", "postgresql"])
 def scan_mode(request, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    """Every case runs three times: one process; three ranges of two records, the first
-    scanned here; and the same with every range in a worker (as the auditor API does).
+    """Every case runs four times: one process; three ranges of two records, the first
+    scanned here; the same with every range in a worker (as the auditor API does); and
+    on PostgreSQL, where the whole log is scanned in one snapshot in this process.
 
     In worker mode a worker that fails would be replaced by an in-process scan and the
     test would still pass; the warning it logs is therefore turned into a failure.
     """
-    if request.param != "in-process":
+    if request.param in ("workers", "workers-only"):
         original = verify_module.verify_log
 
         def with_workers(*args, **kwargs):
@@ -48,15 +53,34 @@ def scan_mode(request, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptur
     assert not [r for r in caplog.records if r.name == verify_module.log.name]
 
 
-def build(path: Path, *, checkpoint_every: int = 1) -> None:
+@pytest.fixture
+def where(scan_mode: str, request, tmp_path: Path):
+    """The log under test: a SQLite file, or (scan mode ``postgresql``) a fresh schema."""
+    if scan_mode == "postgresql":
+        schemas = request.getfixturevalue("pg_schemas")
+        return PgLog(schemas.dsn, schemas.new())
+    return SqliteLog(tmp_path / "a.sqlite")
+
+
+@pytest.fixture
+def another(scan_mode: str, request, tmp_path: Path):
+    """A second log on the same backend."""
+    if scan_mode == "postgresql":
+        schemas = request.getfixturevalue("pg_schemas")
+        return PgLog(schemas.dsn, schemas.new())
+    return SqliteLog(tmp_path / "b.sqlite")
+
+
+def build(where, *, checkpoint_every: int = 1) -> None:
     """One record per append; with checkpoint_every=1 every size 1..SIZE is signed."""
-    with AuditLog.open(path, node=NODE, signing_key=test_key(), checkpoint_every=checkpoint_every) as log:
+    with where.open(signing_key=test_key(), checkpoint_every=checkpoint_every) as log:
         for i in range(SIZE):
             log.append([message_record(i, person_refs=("ab" * 32,))])
 
 
-def tamper(path: Path, change: Callable[[sqlite3.Connection], None]) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
+def tamper(where, change: Callable[[sqlite3.Connection], None]) -> None:
+    """Change the stored log with the rights of whoever can write its file or schema."""
+    conn = where.connect()
     conn.execute("BEGIN")
     change(conn)
     conn.execute("COMMIT")
@@ -75,9 +99,9 @@ def set_body(conn: sqlite3.Connection, idx: int, obj: dict, *, rehash: bool) -> 
         conn.execute("UPDATE records SET body=? WHERE idx=?", (data, idx))
 
 
-def assert_bad_at(path: Path, index: int | None) -> AuditVerificationError:
+def assert_bad_at(where, index: int | None) -> AuditVerificationError:
     with pytest.raises(AuditVerificationError) as caught:
-        verify_log(path, test_key().public_key())
+        verify_log(where.source, test_key().public_key())
     assert caught.value.index == index
     return caught.value
 
@@ -119,10 +143,10 @@ def field_changes() -> list[tuple[str, Callable[[dict], None]]]:
     ]
 
 
-def test_an_untouched_log_verifies(tmp_path: Path):
+def test_an_untouched_log_verifies(where):
     """A log written by the node verifies, with every record covered by a checkpoint."""
-    build(tmp_path / "a.sqlite")
-    result = verify_log(tmp_path / "a.sqlite", test_key().public_key())
+    build(where)
+    result = verify_log(where.source, test_key().public_key())
     assert (result.size, result.checkpoints, result.unsigned_tail) == (SIZE, SIZE, 0)
 
 
@@ -137,9 +161,9 @@ def test_the_field_list_covers_every_field_of_a_record():
 
 @pytest.mark.parametrize("rehash", [False, True], ids=["body-only", "body-and-leaf-hash"])
 @pytest.mark.parametrize("name,change", field_changes(), ids=[n for n, _ in field_changes()])
-def test_changing_any_field_is_detected_at_its_index(tmp_path: Path, name: str, change, rehash: bool):
+def test_changing_any_field_is_detected_at_its_index(where, name: str, change, rehash: bool):
     """Editing one field of record 3 in the SQLite file fails verification at index 3, even with a recomputed leaf hash."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
 
     def edit(conn: sqlite3.Connection) -> None:
@@ -151,17 +175,17 @@ def test_changing_any_field_is_detected_at_its_index(tmp_path: Path, name: str, 
     assert_bad_at(path, 3)
 
 
-def test_a_deleted_record_is_detected_at_its_index(tmp_path: Path):
+def test_a_deleted_record_is_detected_at_its_index(where):
     """Deleting record 2 leaves a gap reported at index 2."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     tamper(path, lambda c: c.execute("DELETE FROM records WHERE idx=2"))
     assert "missing" in assert_bad_at(path, 2).reason
 
 
-def test_a_deleted_and_renumbered_record_is_detected_at_its_index(tmp_path: Path):
+def test_a_deleted_and_renumbered_record_is_detected_at_its_index(where):
     """Deleting record 2 and closing the gap is reported at index 2."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
 
     def edit(c: sqlite3.Connection) -> None:
@@ -173,9 +197,9 @@ def test_a_deleted_and_renumbered_record_is_detected_at_its_index(tmp_path: Path
     assert_bad_at(path, 2)
 
 
-def test_an_inserted_record_is_detected_at_its_index(tmp_path: Path):
+def test_an_inserted_record_is_detected_at_its_index(where):
     """A well-formed record inserted at position 2 (the rest shifted up) is reported at index 2."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     forged = message_record(99).canonical_bytes()
 
@@ -188,19 +212,19 @@ def test_an_inserted_record_is_detected_at_its_index(tmp_path: Path):
     assert_bad_at(path, 2)
 
 
-def test_an_appended_record_without_checkpoint_is_only_an_unsigned_tail(tmp_path: Path):
+def test_an_appended_record_without_checkpoint_is_only_an_unsigned_tail(where):
     """A record added after the newest checkpoint is not verified, and the result says so."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     forged = message_record(99).canonical_bytes()
     tamper(path, lambda c: c.execute("INSERT INTO records VALUES (?, 'x', ?, ?)", (SIZE, leaf_hash(forged), forged)))
-    assert verify_log(path, test_key().public_key()).unsigned_tail == 1
+    assert verify_log(path.source, test_key().public_key()).unsigned_tail == 1
 
 
 @pytest.mark.parametrize("columns", ["body", "time, leaf_hash, body"], ids=["bodies", "whole-rows"])
-def test_two_swapped_records_are_detected_at_the_first(tmp_path: Path, columns: str):
+def test_two_swapped_records_are_detected_at_the_first(where, columns: str):
     """Swapping records 1 and 4 (their bodies, or whole rows) is reported at index 1."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
 
     def edit(c: sqlite3.Connection) -> None:
@@ -216,20 +240,20 @@ def test_two_swapped_records_are_detected_at_the_first(tmp_path: Path, columns: 
     assert_bad_at(path, 1)
 
 
-def test_a_truncated_tail_is_detected_at_the_first_missing_index(tmp_path: Path):
+def test_a_truncated_tail_is_detected_at_the_first_missing_index(where):
     """Deleting the last two records is reported at index SIZE-2."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     tamper(path, lambda c: c.execute("DELETE FROM records WHERE idx>=?", (SIZE - 2,)))
     assert "truncated" in assert_bad_at(path, SIZE - 2).reason
 
 
-def test_with_sparse_checkpoints_a_rewrite_is_located_between_checkpoints(tmp_path: Path):
+def test_with_sparse_checkpoints_a_rewrite_is_located_between_checkpoints(where):
     """With checkpoints every 4 records, a consistent rewrite of record 5 is reported from index 4, the last good size."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path, checkpoint_every=4)  # checkpoints at sizes 1 and 5, then the tail
 
-    with AuditLog.open(path, node=NODE, signing_key=test_key()) as log:
+    with path.open(signing_key=test_key()) as log:
         log.checkpoint(T0 + timedelta(hours=1))  # cover the tail: sizes 1, 5, 6
 
     def edit(conn: sqlite3.Connection) -> None:
@@ -242,9 +266,9 @@ def test_with_sparse_checkpoints_a_rewrite_is_located_between_checkpoints(tmp_pa
     assert "[5, 6)" in error.reason
 
 
-def test_a_forged_checkpoint_is_detected(tmp_path: Path):
+def test_a_forged_checkpoint_is_detected(where, another):
     """A checkpoint whose root was edited, or one signed by another key, fails verification."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
 
     def edit_root(c: sqlite3.Connection) -> None:
@@ -256,7 +280,7 @@ def test_a_forged_checkpoint_is_detected(tmp_path: Path):
     tamper(path, edit_root)
     assert "signature" in assert_bad_at(path, None).reason
 
-    other = tmp_path / "b.sqlite"
+    other = another
     build(other)
     attacker = ec.generate_private_key(ec.SECP256R1())
     fake = Checkpoint(NODE, SIZE, b"\x00" * 32, T0).signed_bytes()
@@ -265,18 +289,18 @@ def test_a_forged_checkpoint_is_detected(tmp_path: Path):
     assert "signature" in assert_bad_at(other, None).reason
 
 
-def test_a_log_without_any_checkpoint_does_not_verify(tmp_path: Path):
+def test_a_log_without_any_checkpoint_does_not_verify(where):
     """Deleting every checkpoint leaves a log that nothing vouches for, reported at index 0."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     tamper(path, lambda c: c.execute("DELETE FROM checkpoints"))
     assert_bad_at(path, 0)
 
 
 
-def test_a_later_edit_does_not_hide_an_earlier_one(tmp_path: Path):
+def test_a_later_edit_does_not_hide_an_earlier_one(where):
     """With records 4 and 5 both edited, verification reports index 4."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
 
     def edit(conn: sqlite3.Connection) -> None:
@@ -297,55 +321,55 @@ LATER = T0 + timedelta(days=800)
 def pruned(path: Path) -> None:
     """The log of build(), with records 0..2 pruned (cut 3); the prune record is index SIZE."""
     build(path)
-    with AuditLog.open(path, node=NODE, signing_key=test_key()) as log:
+    with path.open(signing_key=test_key()) as log:
         assert log.prune(T0 + timedelta(seconds=3), now=LATER, actor=AUDITOR) == 3
 
 
-def test_a_pruned_log_verifies(tmp_path: Path):
+def test_a_pruned_log_verifies(where):
     """After a prune the whole log, pruned prefix included, still verifies."""
-    path = tmp_path / "a.sqlite"
+    path = where
     pruned(path)
-    result = verify_log(path, test_key().public_key())
+    result = verify_log(path.source, test_key().public_key())
     assert (result.size, result.pruned, result.unsigned_tail) == (SIZE + 1, 3, 0)
 
 
-def test_an_emptied_body_outside_the_pruned_prefix_is_detected(tmp_path: Path):
+def test_an_emptied_body_outside_the_pruned_prefix_is_detected(where):
     """Setting the body of record 4 to NULL looks like pruning but is reported at index 4."""
-    path = tmp_path / "a.sqlite"
+    path = where
     pruned(path)
     tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx=4"))
     assert "prefix" in assert_bad_at(path, 4).reason
 
 
-def test_emptying_bodies_beyond_the_signed_cut_is_detected(tmp_path: Path):
+def test_emptying_bodies_beyond_the_signed_cut_is_detected(where):
     """Extending the pruned prefix past the cut of the prune record is reported at the cut."""
-    path = tmp_path / "a.sqlite"
+    path = where
     pruned(path)
     tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx<5"))
     assert "prune record" in assert_bad_at(path, 3).reason
 
 
-def test_emptied_bodies_without_any_prune_record_are_detected(tmp_path: Path):
+def test_emptied_bodies_without_any_prune_record_are_detected(where):
     """A prefix of NULL bodies in a log that was never pruned is reported at index 0."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     tamper(path, lambda c: c.execute("UPDATE records SET body=NULL WHERE idx<2"))
     assert "prune record" in assert_bad_at(path, 0).reason
 
 
-def test_a_wrong_prune_hint_only_costs_a_search(tmp_path: Path):
+def test_a_wrong_prune_hint_only_costs_a_search(where):
     """The unsigned pointer to the prune record may be wrong or gone: verification finds the record itself."""
-    path = tmp_path / "a.sqlite"
+    path = where
     pruned(path)
     tamper(path, lambda c: c.execute("UPDATE meta SET value='1' WHERE key='last_prune_index'"))
-    assert verify_log(path, test_key().public_key()).pruned == 3
+    assert verify_log(path.source, test_key().public_key()).pruned == 3
     tamper(path, lambda c: c.execute("DELETE FROM meta WHERE key='last_prune_index'"))
-    assert verify_log(path, test_key().public_key()).pruned == 3
+    assert verify_log(path.source, test_key().public_key()).pruned == 3
 
 
-def test_an_unsigned_prune_record_authorises_nothing(tmp_path: Path):
+def test_an_unsigned_prune_record_authorises_nothing(where):
     """A forged prune record appended after the newest checkpoint does not make emptied bodies acceptable."""
-    path = tmp_path / "a.sqlite"
+    path = where
     build(path)
     forged = replace(message_record(99), action=Action.CONFIG_CHANGE, envelope=None, message_id=None,
                      details={"change": "audit_prune", "before": "2026-03-01T08:00:03.000000Z", "cut_index": "3"})
@@ -363,10 +387,10 @@ def test_an_unsigned_prune_record_authorises_nothing(tmp_path: Path):
 def test_a_failed_worker_is_replaced_by_an_in_process_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture, executable: str):
     """When a worker cannot start or fails, its range is scanned here: same result, and a warning says so."""
-    path = tmp_path / "a.sqlite"
+    path = SqliteLog(tmp_path / "a.sqlite")
     build(path)
     monkeypatch.setattr(verify_module.sys, "executable", executable)
-    assert verify_module.verify_log(path, test_key().public_key(), workers=3, chunk=2, scan_here=True).size == SIZE
+    assert verify_module.verify_log(path.source, test_key().public_key(), workers=3, chunk=2, scan_here=True).size == SIZE
 
     def edit(conn: sqlite3.Connection) -> None:
         obj = body(conn, 5)
@@ -375,7 +399,7 @@ def test_a_failed_worker_is_replaced_by_an_in_process_scan(tmp_path: Path, monke
 
     tamper(path, edit)
     with pytest.raises(AuditVerificationError) as caught:
-        verify_module.verify_log(path, test_key().public_key(), workers=3, chunk=2, scan_here=True)
+        verify_module.verify_log(path.source, test_key().public_key(), workers=3, chunk=2, scan_here=True)
     assert caught.value.index == 5
     assert [r.levelname for r in caplog.records if r.name == verify_module.log.name] == ["WARNING"] * 4
     caplog.clear()

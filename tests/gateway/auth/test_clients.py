@@ -163,3 +163,49 @@ def test_a_bad_oidc_section_names_file_key_and_value(table, names):
         parse_oidc(table, source=SOURCE)
     for name in names:
         assert name in str(refused.value)
+
+
+def console(tmp_path, **fields) -> dict:
+    """An [oidc] table with an [oidc.console] whose secret is in a file next to the node file."""
+    (tmp_path / "console-secret").write_text("s3cret\n", encoding="utf-8")
+    table = {"client_id": "drehscheibe-console", "client_secret_file": "console-secret",
+             "redirect_uri": "https://node-luzern.lu.example:8443/console/oidc/callback"} | fields  # fmt: skip
+    return oidc(console={k: v for k, v in table.items() if v is not None})
+
+
+def test_the_console_login_reads_its_secret_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    """client_secret_file is read relative to the node file (trailing newline dropped); client_secret_env from the environment."""
+    source = tmp_path / "node.toml"
+    settings = parse_oidc(console(tmp_path, scopes=["openid", "profile"], display_name="LU-IAM"), source=source).console
+    assert (settings.client_id, settings.client_secret, settings.scopes, settings.display_name) == (
+        "drehscheibe-console", "s3cret", ("openid", "profile"), "LU-IAM")
+    assert "s3cret" not in repr(settings)
+    monkeypatch.setenv("DREHSCHEIBE_CONSOLE_SECRET", "from-env")
+    table = console(tmp_path, client_secret_file=None, client_secret_env="DREHSCHEIBE_CONSOLE_SECRET")
+    assert parse_oidc(table, source=source).console.client_secret == "from-env"
+    assert parse_oidc(oidc(), source=source).console is None
+
+
+@pytest.mark.parametrize("fields, names", [
+    ({"client_secret": "s3cret"}, ["oidc.console.client_secret = '…'", "never in the node file"]),
+    ({"client_secret_file": None}, ["oidc.console.client_secret_file = None", "exactly one"]),
+    ({"client_secret_env": "X"}, ["oidc.console.client_secret_file = None", "exactly one"]),
+    ({"client_secret_file": "missing-secret"}, ["oidc.console.client_secret_file = 'missing-secret'", "cannot be read"]),
+    ({"client_secret_file": None, "client_secret_env": "DREHSCHEIBE_UNSET_VARIABLE"},
+     ["oidc.console.client_secret_env = 'DREHSCHEIBE_UNSET_VARIABLE'", "not set"]),
+    ({"redirect_uri": "http://node/console/oidc/callback"}, ["oidc.console.redirect_uri = 'http://node/console/oidc/callback'", "https://"]),
+    ({"redirect_uri": "https://node/elsewhere"}, ["oidc.console.redirect_uri = 'https://node/elsewhere'", "/console/oidc/callback"]),
+    ({"scopes": ["profile"]}, ["oidc.console.scopes = ['profile']", "openid"]),
+    ({"client_id": None}, ["oidc.console.client_id = None", "missing"]),
+    ({"client_ID": "typo"}, ["oidc.console.client_ID", "unknown key"]),
+    ({"client_id": "node"}, ["oidc.console.client_id = 'node'", "must differ from oidc.audience"]),
+], ids=["secret-in-file", "no-secret", "two-secrets", "missing-file", "unset-env", "http-redirect", "other-path",
+        "no-openid", "no-client-id", "unknown-key", "client-id-is-the-api-audience"])  # fmt: skip
+def test_a_bad_console_login_section_names_file_key_and_value(tmp_path, fields, names):
+    """Every problem of [oidc.console] is refused at load with the file, the key and the value (never the secret)."""
+    with pytest.raises(AuthConfigError) as refused:
+        parse_oidc(console(tmp_path, **fields), source=tmp_path / "node.toml")
+    assert str(tmp_path / "node.toml") in str(refused.value)
+    for name in names:
+        assert name in str(refused.value)
+    assert "s3cret" not in str(refused.value)

@@ -42,14 +42,21 @@ async def test_every_route_of_the_real_local_listener_has_a_rule_and_every_rule_
         await node.close()
 
 
-def test_only_the_token_endpoint_and_the_api_description_are_public():
-    """Deny by default: the routes that skip authentication are POST /oauth2/token and GET /openapi.json."""
-    assert [key for key, rule in ROUTE_SCOPES.items() if rule is PUBLIC] == [("POST", "/oauth2/token"), ("GET", "/openapi.json")]
+def test_only_the_token_endpoint_the_api_description_and_the_console_login_are_public():
+    """Deny by default: besides POST /oauth2/token and GET /openapi.json only the console's login, logout,
+    OIDC login start and callback, landing redirect and stylesheet skip authentication (logout and login are
+    CSRF-checked by the console, the OIDC callback by its state)."""
+    assert [key for key, rule in ROUTE_SCOPES.items() if rule is PUBLIC] == [
+        ("GET", "/console/"), ("GET", "/console/login"), ("POST", "/console/login"), ("POST", "/console/logout"),
+        ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback"),
+        ("GET", "/console/static/{name}"), ("POST", "/oauth2/token"), ("GET", "/openapi.json"),
+    ]  # fmt: skip
 
 
 def test_each_prefix_is_guarded_by_its_own_scope():
     """/api/v1 needs a messages scope, /admin/v1 admin, /audit/v1 audit:read; no prefix shares a scope."""
-    expected = {"/api/v1/": {Scope.MESSAGES_SEND, Scope.MESSAGES_READ}, "/admin/v1/": {Scope.ADMIN}, "/audit/v1/": {Scope.AUDIT_READ}}
+    expected = {"/api/v1/": {Scope.MESSAGES_SEND, Scope.MESSAGES_READ}, "/admin/v1/": {Scope.ADMIN}, "/audit/v1/": {Scope.AUDIT_READ},
+                "/console/audit": {Scope.AUDIT_READ}, "/console/admin": {Scope.ADMIN}, "/console/messages": {Scope.MESSAGES_READ}}  # fmt: skip
     for prefix, scopes in expected.items():
         assert {rule for (_, pattern), rule in ROUTE_SCOPES.items() if pattern.startswith(prefix)} == scopes
     assert ROUTE_SCOPES[("POST", "/api/v1/messages")] is Scope.MESSAGES_SEND

@@ -57,3 +57,19 @@ def test_a_stream_cut_at_a_segment_boundary_is_refused():
     decryptor.feed(ciphertext[: 64 + 16])
     with pytest.raises(StreamError):
         decryptor.finish()
+
+
+def test_a_plaintext_of_another_length_than_declared_is_refused():
+    """With the seal's plaintextLength, the decoder refuses an authenticated stream that is longer or shorter than declared."""
+    import pytest
+
+    from gateway.crypto.primitives import StreamError
+
+    stream = encrypt()
+    exact = SegmentDecryptor(KEY, PREFIX, AAD, 64, plaintext_length=len(PLAINTEXT))
+    assert exact.feed(stream) + exact.finish() == PLAINTEXT
+    for declared in (len(PLAINTEXT) - 1, len(PLAINTEXT) + 1, 0):
+        decryptor = SegmentDecryptor(KEY, PREFIX, AAD, 64, plaintext_length=declared)
+        with pytest.raises(StreamError, match="plaintext"):
+            decryptor.feed(stream)
+            decryptor.finish()

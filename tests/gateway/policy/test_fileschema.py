@@ -11,7 +11,7 @@ from gateway.policy import PolicyLoadError, load_policy_set
 from gateway.policy import fileschema
 from gateway.policy.loader import _build
 
-from .conftest import HEADER, REPO, forbid, permit
+from .conftest import HEADER, REPO, forbid
 
 BASIC = 'senders = ["1-1061-1"]\nrecipients = ["2-LU-1"]\n'
 RELIGION = "//e20:moveInPerson/e20:religion"

@@ -2,8 +2,8 @@
 
 SQLite always runs. PostgreSQL runs when ``DREHSCHEIBE_TEST_PG_DSN`` names a server
 (``eval "$(bash .ci/postgres.sh)"`` starts one on loopback); without it the PostgreSQL
-variants are skipped with that reason. With it set, an unreachable server fails the
-tests: CI must not pass by skipping them.
+variants are skipped with that reason, except with ``CI=true``, where they fail. With it
+set, an unreachable server fails the tests: CI must not pass by skipping them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ SKIP_REASON = f"{PG_ENV} is not set: the PostgreSQL variants need a server (eval
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    """The test server's DSN, checked once; unset skips, unreachable fails."""
+    """The test server's DSN, checked once; unset skips (fails in CI), unreachable fails."""
     dsn = os.environ.get(PG_ENV)
     if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {PG_ENV} is not set: the PostgreSQL tests must run in CI", pytrace=False)
         pytest.skip(SKIP_REASON)
     try:
         import psycopg
