@@ -8,10 +8,8 @@ committed, and no plaintext payload is ever written here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import json
-import logging
 import os
 import sqlite3
 import uuid
@@ -21,8 +19,6 @@ from pathlib import Path
 
 from .crypto.primitives import new_hash
 from .groupcommit import GroupSync
-
-log = logging.getLogger(__name__)
 
 # "group": many commits share one fsync, awaited before any acknowledgement; "each": one per commit.
 COMMIT_MODES = ("group", "each")

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from gateway.demo import (EMMEN, HUB, LUZERN, POLICIES, _directories_current, _run_step, demo_federation, scenario,
                           start_node, stop_federation, wait_ready)  # fmt: skip
@@ -46,6 +49,20 @@ def missing_tools() -> str | None:
     except ImportError:
         problems.append("the Python package playwright is not installed (pip install -e '.[test]')")
     return f"{'; '.join(problems)}: {INSTALL_HINT}" if problems else None
+
+
+def require_browser_tools() -> None:
+    """Skip (saying what to install) on a machine without chromium or axe-core; fail in CI, which installs both.
+
+    The same rule as the PostgreSQL tests: ``make test`` works on a machine with only Python,
+    and ``.ci/run`` (CI=true) never lets a browser test pass by not running.
+    """
+    problem = missing_tools()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {problem}", pytrace=False)
+    pytest.skip(problem)
 
 
 @dataclass

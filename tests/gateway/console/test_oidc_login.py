@@ -19,7 +19,7 @@ from gateway.pki import DevelopmentCA
 from ...conftest import LUZERN, XSD
 from ..auth.oidc_provider import Provider
 from ..nodes import running
-from .browser import AXE, launch, missing_tools
+from .browser import AXE, launch, require_browser_tools
 from .conftest import Browser
 
 CLIENT_ID = "drehscheibe-console"
@@ -285,9 +285,7 @@ async def test_a_discovery_document_naming_another_issuer_stops_the_login_before
 
 async def test_in_chromium_the_login_crosses_sites_and_lands_on_the_role_home_page(oidc):
     """In a real browser, provider on another site: the Lax flow cookie survives the way back, the Strict session cookie the next page."""
-    problem = missing_tools()
-    if problem:
-        pytest.fail(problem)
+    require_browser_tools()
     from playwright.async_api import async_playwright
 
     oidc.provider.interactive = True  # the person presses the provider's login button: the way back starts on its site
