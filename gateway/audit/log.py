@@ -143,16 +143,19 @@ class AuditLog:
     def open(cls, path: Path | str, *, node: str, signing_key: KeySource, **options) -> AuditLog:
         """Create or open the log file; refuse a file that belongs to another node."""
         log = cls(Path(path), node=node, signing_key=signing_key, **options)
-        try:
-            conn = log._connection()
-            stored = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
-        except log._db_errors as exc:
-            log.close()
-            raise AuditUnavailable("audit log cannot be opened") from exc
-        if stored is not None and stored[0] != node:
-            log.close()
-            raise ValueError("the audit log file belongs to another node")
+        log._check_owner("file")
         return log
+
+    def _check_owner(self, where: str) -> None:
+        """Fail closed if the log cannot be read, and refuse one that another node wrote (``where``: file, schema)."""
+        try:
+            stored = self._connection().execute("SELECT value FROM meta WHERE key='node'").fetchone()
+        except self._db_errors as exc:
+            self.close()
+            raise AuditUnavailable("audit log cannot be opened") from exc
+        if stored is not None and stored[0] != self.node:
+            self.close()
+            raise ValueError(f"the audit log {where} belongs to another node")
 
     def reopen(self) -> AuditLog:
         """Another handle on the same file with the same settings, e.g. for another thread.

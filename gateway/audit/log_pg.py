@@ -33,7 +33,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .errors import AuditUnavailable
 from .log import SCHEMA_VERSION, AuditLog, KeySource, _Frontier
 
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")  # as gateway.store_pg: pg_* is reserved
@@ -177,14 +176,7 @@ class PgAuditLog(AuditLog):
     def open(cls, dsn: str, *, schema: str, node: str, signing_key: KeySource, **options) -> PgAuditLog:  # type: ignore[override]
         """Create or open the log in ``schema``; refuse a schema that holds another node's log."""
         log = cls(dsn, schema=schema, node=node, signing_key=signing_key, **options)
-        try:
-            row = log._connection().execute("SELECT value FROM meta WHERE key = 'node'").fetchone()
-        except log._db_errors as exc:
-            log.close()
-            raise AuditUnavailable("audit log cannot be opened") from exc
-        if row is not None and row[0] != node:
-            log.close()
-            raise ValueError("the audit log schema belongs to another node")
+        log._check_owner("schema")
         return log
 
     def reopen(self) -> PgAuditLog:
