@@ -41,6 +41,18 @@ def test_records_are_stored_as_the_exact_bytes_that_are_hashed(log: AuditLog, wh
     assert [bytes(h) for _, h in rows] == [leaf_hash(r.canonical_bytes()) for r in records]
 
 
+def test_a_log_written_by_one_node_is_refused_to_another(where, key):
+    """A node never appends to (or signs checkpoints over) another node's log: opening it as another node is refused."""
+    first = where.open(signing_key=key)
+    first.append([message_record(0)])
+    first.close()
+    with pytest.raises(ValueError, match="belongs to another node"):
+        where.open(node="node-elsewhere", signing_key=key)
+    again = where.open(signing_key=key)  # its own node still opens it
+    assert again.size == 1
+    again.close()
+
+
 def test_the_log_file_uses_wal_and_full_sync(log_path: Path):
     """The log's own connection runs in WAL mode with synchronous=FULL."""
     log = AuditLog.open(log_path, node=NODE, signing_key=test_key())
