@@ -25,6 +25,9 @@ from .ids import GatewayError, ParticipantId, StatusCode
 from .node import Node
 from .receipt import parse_receipt
 
+# Inbox deliveries written at once by one pump round (each its own files; see pump()).
+PARALLEL_DELIVERIES = 8
+
 log = logging.getLogger("drehscheibe.folders")
 
 _EXTENSION = re.compile(r"[A-Za-z0-9]{1,10}")  # as adapters.sedex_folder accepts in data_<messageId>.<ext>
@@ -61,15 +64,22 @@ class ParticipantFolder:
     async def pump(self) -> int:
         """Write delivered messages and new receipts into the folders; returns files written."""
         written = 0
-        for entry in self.node.store.inbox(str(self.participant)):
+        slots = asyncio.Semaphore(PARALLEL_DELIVERIES)
+
+        async def deliver(entry) -> bool:
             # SECURITY: one message that cannot be written (a broken blob, a full disk) is
-            # logged and tried again next round; it never holds up the messages after it (F14).
-            try:
-                await self._deliver(entry)
-            except Exception:  # noqa: BLE001 - isolated per message, retried next round
-                log.exception("folder delivery of message %s to %s failed; the next messages go on", entry.message_id, self.participant)
-                continue
-            written += 1
+            # logged and tried again next round; it never holds up the messages beside it (F14).
+            async with slots:
+                try:
+                    await self._deliver(entry)
+                except Exception:  # noqa: BLE001 - isolated per message, retried next round
+                    log.exception("folder delivery of message %s to %s failed; the next messages go on", entry.message_id, self.participant)
+                    return False
+                return True
+
+        # Several at a time: each waits for its files' fsyncs and its acknowledgement's commit,
+        # and deliveries in flight together share those waits.
+        written += sum(await asyncio.gather(*(deliver(entry) for entry in self.node.store.inbox(str(self.participant)))))
         for row, stored in self.node.store.receipts_for(str(self.participant), self._receipt_cursor):
             await self.interface.write_receipt(parse_receipt(stored.receipt))
             self._save_cursor(row)
