@@ -26,7 +26,8 @@ def connection(federation, participant: str, via: str = "token") -> list[str]:
     node = federation.node_of(participant).id
     args = ["--url", federation.api_url(node), "--ca", str(federation.ca_file)]
     if via == "token":
-        args += ["--token", federation.tokens[participant]]
+        # --token=…: a urlsafe token may start with "-", which argparse would read as an option
+        args += [f"--token={federation.tokens[participant]}"]
     return args
 
 
@@ -186,23 +187,23 @@ async def test_usage_and_connection_errors_exit_2(federation, clock, capsys, tmp
     assert code == 2 and "https" in err
     token = federation.tokens[LUZERN]
     # Nodes not running: connection refused.
-    code, out, err = await cli(capsys, "receipts", LUZERN, "--url", url, "--ca", ca, "--token", token)
+    code, out, err = await cli(capsys, "receipts", LUZERN, "--url", url, "--ca", ca, f"--token={token}")
     assert code == 2 and "cannot talk to" in err and token not in err + out
     async with running(federation, clock):
         # A CA that did not issue the node's certificate: TLS fails, exit 2.
         from gateway.pki import DevelopmentCA
 
         foreign = DevelopmentCA(tmp_path / "foreign")
-        code, out, err = await cli(capsys, "receipts", LUZERN, "--url", url, "--ca", str(foreign.cert_path), "--token", token)
+        code, out, err = await cli(capsys, "receipts", LUZERN, "--url", url, "--ca", str(foreign.cert_path), f"--token={token}")
         assert code == 2 and "cannot talk to" in err and token not in err + out
     with pytest.raises(SystemExit) as exit_info:
         operator_cli.main(["receipts"])
     assert exit_info.value.code == 2
-    code, _, err = await cli(capsys, "send", str(tmp_path), "--url", url, "--ca", ca, "--token", token)
+    code, _, err = await cli(capsys, "send", str(tmp_path), "--url", url, "--ca", ca, f"--token={token}")
     assert code == 2 and "no envl_" in err
-    code, _, err = await cli(capsys, "status", LUZERN, "../admin", "--url", url, "--ca", ca, "--token", token)
+    code, _, err = await cli(capsys, "status", LUZERN, "../admin", "--url", url, "--ca", ca, f"--token={token}")
     assert code == 2 and "messageId" in err
-    code, _, err = await cli(capsys, "inbox", "kanton", "--url", url, "--ca", ca, "--token", token)
+    code, _, err = await cli(capsys, "inbox", "kanton", "--url", url, "--ca", ca, f"--token={token}")
     assert code == 2 and "participant" in err.lower()
 
 
