@@ -20,6 +20,7 @@ envelope's appearance, and its time is taken right after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -69,8 +70,11 @@ def tidy(folder: Path, prefix: str) -> None:
     for sub in ("inbox", "processed", "receipts"):
         with os.scandir(folder / sub) as entries:
             for entry in entries:
-                if prefix in entry.name:
-                    os.unlink(entry.path)
+                # The node may still be writing a receipt (a temporary file it renames): skip
+                # those, and a file the node moved meanwhile is simply gone already.
+                if prefix in entry.name and not entry.name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
 
 async def run_b3(workdir: Path, *, runs: int, burst: int, paced_seconds: float, concurrency: int, catalog, warmup: int = 10) -> dict:
