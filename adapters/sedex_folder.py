@@ -116,10 +116,6 @@ class FolderInterface:
     ``now`` gives the time for the 30-day age check and receipt dates; ``monotonic``
     measures the grace periods (``settle`` for files still being written, ``data_grace``
     for an envelope whose data file is missing before it is refused with 202).
-    ``parallel`` pairs found in one scan are submitted at a time: each submission waits
-    until the node made it durable, and submissions in flight together share those waits
-    (group commit), as concurrent REST requests do. sedex promises no order between
-    messages; neither does this interface.
     """
 
     def __init__(
@@ -137,10 +133,9 @@ class FolderInterface:
         max_future_skew: timedelta = MAX_FUTURE_SKEW,
         notifications: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
-        parallel: int = 16,
     ) -> None:
-        if poll_interval <= 0 or settle < 0 or data_grace < settle or parallel < 1:
-            raise ValueError("poll_interval > 0, settle >= 0, data_grace >= settle and parallel >= 1 are required")
+        if poll_interval <= 0 or settle < 0 or data_grace < settle:
+            raise ValueError("poll_interval > 0, settle >= 0 and data_grace >= settle are required")
         self.participant = participant
         self.paths = paths
         self._submit = submit
@@ -153,7 +148,6 @@ class FolderInterface:
         self._max_skew = max_future_skew
         self._notifications = notifications
         self._monotonic = monotonic
-        self._parallel = parallel
         self._seen: dict[str, _Seen] = {}
         self._lock = asyncio.Lock()
         self.notifications_active = False
@@ -255,21 +249,12 @@ class FolderInterface:
         for name in list(self._seen):
             if name not in present:
                 del self._seen[name]
-        slots = asyncio.Semaphore(self._parallel)
-
-        async def handle(message_id: str, envelope_entry: os.DirEntry, data_entries: list[os.DirEntry]) -> Outcome | None:
-            async with slots:
-                return await self._handle(message_id, envelope_entry, data_entries)
-
-        results = await asyncio.gather(
-            *(handle(message_id, entry, data.pop(message_id, [])) for message_id, entry in envelopes.items()),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result  # after every pair of this scan has finished: none is left half-handled
-            if result is not None:
-                outcomes.append(result)
+        # One pair after the other, in name order: of two pairs whose envelopes carry one
+        # messageId, the first is taken and the second answered as a duplicate, always.
+        for message_id, envelope_entry in envelopes.items():
+            outcome = await self._handle(message_id, envelope_entry, data.pop(message_id, []))
+            if outcome is not None:
+                outcomes.append(outcome)
         for message_id, orphans in data.items():
             await self._finish_orphans(message_id, orphans)
         return outcomes

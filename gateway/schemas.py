@@ -7,6 +7,7 @@ ever fetched from the network. Each schema is compiled once and cached.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class SchemaCatalog:
             if known is None or entry.version > known.version:
                 self._entries[entry.namespace] = entry
         self._compiled: dict[Path, etree.XMLSchema] = {}
+        # Compiled lazily from the event loop's thread and the node's inspection thread;
+        # libxml2 must not compile two schemas that import the same files at once (a
+        # concurrent compile was seen to fail with "does not resolve to a type definition").
+        self._compiling = threading.Lock()
 
     @staticmethod
     def _read_entry(path: Path) -> SchemaEntry | None:
@@ -98,6 +103,13 @@ class SchemaCatalog:
         return self._compile(entry.path)
 
     def _compile(self, path: Path) -> etree.XMLSchema:
+        schema = self._compiled.get(path)
+        if schema is not None:
+            return schema
+        with self._compiling:
+            return self._compile_locked(path)
+
+    def _compile_locked(self, path: Path) -> etree.XMLSchema:
         schema = self._compiled.get(path)
         if schema is None:
             parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
